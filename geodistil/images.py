@@ -1,0 +1,57 @@
+"""Image preprocessing, hashing and encoding for the teacher."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+
+from PIL import Image
+
+# vision encoders work in 28-pixel patches (Qwen2-VL family); sizes stay multiples of it
+PATCH = 28
+
+
+def fit_to_max_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """The size an image is sent at: aspect kept, at most ``max_pixels`` pixels."""
+    w, h = size
+    if w * h <= max_pixels:
+        return w, h
+    scale = math.sqrt(max_pixels / (w * h))
+    return max(1, int(w * scale)), max(1, int(h * scale))
+
+
+def preprocess(image: Image.Image, max_pixels: int) -> Image.Image:
+    """The image as the teacher sees it: RGB, capped at ``max_pixels``. Deterministic."""
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    size = fit_to_max_pixels(image.size, max_pixels)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return image
+
+
+def pixel_sha256(image: Image.Image) -> str:
+    """Hash of mode, size and raw pixels: equal hashes mean identical images."""
+    h = hashlib.sha256()
+    h.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def to_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> str:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        image.convert("RGB").save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        image.save(buf, format="PNG")
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def from_data_url(url: str) -> Image.Image:
+    _, _, payload = url.partition(",")
+    image = Image.open(io.BytesIO(base64.b64decode(payload)))
+    image.load()
+    return image

@@ -1,0 +1,192 @@
+"""The trace: one small, self-describing, replayable JSON document per rollout.
+
+No image bytes, ever: every image in ``messages`` is a reference ``{"type": "image", "ref": k}``.
+Ref 0 is the dataset image as sent (preprocessing in ``preprocess``); ref k >= 1 is the
+output of a successful tool call, whose arguments are in ``tool_calls_log``, so replay can
+rebuild every pixel and prove it by ``output_sha256``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from geodistil.errors import TraceError
+
+SCHEMA_VERSION = 1
+
+StopReason = Literal["answered", "max_turns", "image_limit", "error"]
+
+
+class LatLon(BaseModel):
+    lat: float
+    lon: float
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(BaseModel):
+    type: Literal["image"] = "image"
+    ref: int
+
+
+class Message(BaseModel):
+    """An OpenAI chat message whose images are references into the trace's images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart | ImagePart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # native OpenAI tool calls, as sent back
+    tool_call_id: str | None = None
+    reasoning: str | None = None  # reasoning_content some servers return beside content
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def image_refs(self) -> list[int]:
+        if isinstance(self.content, list):
+            return [p.ref for p in self.content if isinstance(p, ImagePart)]
+        return []
+
+
+class Preprocess(BaseModel):
+    """How the dataset image became ref 0 (what replay repeats)."""
+
+    original_size: tuple[int, int]
+    sent_size: tuple[int, int]
+    max_pixels: int
+    mode: str = "RGB"
+
+
+class ImageRecord(BaseModel):
+    ref: int
+    size: tuple[int, int]
+    sha256: str  # of mode + size + raw pixels: see geodistil.images.pixel_sha256
+
+
+class ToolCallRecord(BaseModel):
+    index: int  # order among the conversation's tool calls
+    turn: int
+    call_id: str | None = None
+    tool_name: str
+    tool_arguments: dict[str, Any] = Field(default_factory=dict)  # as the teacher gave them
+    resolved: dict[str, Any] | None = None  # e.g. the pixel box actually cropped
+    success: bool
+    error: str | None = None
+    input_ref: int | None = None
+    output_ref: int | None = None
+    output_size: tuple[int, int] | None = None
+    output_sha256: str | None = None
+    output_text: str | None = None  # e.g. what python code printed (truncated)
+    duration_ms: float = 0.0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+
+    def add(self, other: "Usage") -> None:
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class TeacherInfo(BaseModel):
+    """Provenance of the teacher: never the API key."""
+
+    base_url: str
+    model: str
+    tool_style: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    max_turns: int
+    box_convention: str
+    tools: list[str]
+    settings_fingerprint: str
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Trace(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    # identity
+    dataset_path: str
+    dataset_split: str | None = None
+    dataset_fingerprint: str
+    sample_index: int
+    rollout_index: int = 0
+    # truth and result
+    ground_truth: LatLon | None = None
+    clues: str | None = None
+    final_answer: str | None = None
+    prediction: LatLon | None = None
+    parse_success: bool = False
+    distance_km: float = 20000.0
+    reward_score: float = 0.0
+    stop_reason: StopReason = "error"
+    error: str | None = None
+    error_kind: str | None = None  # sample_error | teacher_error | internal_error
+    num_turns: int = 0
+    # the conversation
+    messages: list[Message] = Field(default_factory=list)
+    preprocess: Preprocess | None = None
+    images: list[ImageRecord] = Field(default_factory=list)
+    tool_calls_log: list[ToolCallRecord] = Field(default_factory=list)
+    # provenance
+    teacher: TeacherInfo | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0  # time spent waiting for the teacher
+    turn_latencies_s: list[float] = Field(default_factory=list)
+    started_at: datetime = Field(default_factory=_now)
+    finished_at: datetime | None = None
+    geodistil_version: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.sample_index, self.rollout_index
+
+    def tools_used(self) -> list[str]:
+        return sorted({c.tool_name for c in self.tool_calls_log})
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Trace":
+        import json
+
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise TraceError(f"not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise TraceError("a trace is a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TraceError(f"schema_version {version!r} is not {SCHEMA_VERSION}")
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise TraceError(f"does not match the trace schema: {exc}") from exc
