@@ -190,3 +190,43 @@ class Trace(BaseModel):
             return cls.model_validate(data)
         except ValueError as exc:
             raise TraceError(f"does not match the trace schema: {exc}") from exc
+
+
+class TraceRecord(BaseModel):
+    """What a run keeps of a finished trace: small (a few hundred bytes), no conversation.
+
+    It is the per-sample Prefect task's result and the manifest's row, so the full trace
+    lives only in the trace store, never twice.
+    """
+
+    name: str
+    sample_index: int
+    rollout_index: int
+    ok: bool
+    error_kind: str | None = None
+    error: str | None = None
+    parse_success: bool = False
+    distance_km: float = 20000.0
+    reward_score: float = 0.0
+    num_turns: int = 0
+    stop_reason: str = "error"
+    tools: dict[str, int] = Field(default_factory=dict)  # calls by tool name
+    tool_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+    @classmethod
+    def of(cls, trace: Trace, name: str) -> "TraceRecord":
+        tools: dict[str, int] = {}
+        for call in trace.tool_calls_log:
+            tools[call.tool_name] = tools.get(call.tool_name, 0) + 1
+        return cls(
+            name=name, sample_index=trace.sample_index, rollout_index=trace.rollout_index, ok=trace.ok,
+            error_kind=trace.error_kind, error=trace.error, parse_success=trace.parse_success,
+            distance_km=trace.distance_km, reward_score=trace.reward_score, num_turns=trace.num_turns,
+            stop_reason=trace.stop_reason, tools=tools,
+            tool_errors=sum(not c.success for c in trace.tool_calls_log),
+            prompt_tokens=trace.usage.prompt_tokens, completion_tokens=trace.usage.completion_tokens,
+            latency_s=round(trace.latency_s, 4),
+        )

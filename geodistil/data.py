@@ -1,0 +1,190 @@
+"""Opening a geolocation dataset and reading its samples.
+
+A dataset is a Hugging Face ``datasets`` dataset: a ``save_to_disk`` folder (local or any
+fsspec URL) or a hub id + split. Columns are mapped to image / latitude / longitude / clues,
+auto-detected when not given. A row that cannot be used raises ``SampleError`` naming its
+index; it never stops the other samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from geodistil.errors import ConfigError, SampleError
+
+IMAGE_CANDIDATES = ("image", "img", "photo", "picture")
+LAT_CANDIDATES = ("latitude", "lat")
+LON_CANDIDATES = ("longitude", "lon", "lng", "long")
+CLUES_CANDIDATES = ("clues", "clue", "text", "hints", "caption")
+
+
+class DatasetSpec(BaseModel):
+    """Where a dataset is and how its columns map; a small, hashable reference."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="save_to_disk folder (local or s3://...) or a hub dataset id")
+    split: str | None = Field(None, description="split to use; default 'train' or the only one")
+    image_column: str | None = None
+    lat_column: str | None = None
+    lon_column: str | None = None
+    clues_column: str | None = None
+    storage_options: dict[str, Any] | None = Field(None, description="fsspec options for remote folders")
+
+
+@dataclass
+class Sample:
+    index: int
+    image: Image.Image
+    lat: float
+    lon: float
+    clues: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
+          required: bool = True) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise ConfigError(f"{what} column {given!r} is not in the dataset (columns: {columns})")
+        return given
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    if required:
+        raise ConfigError(f"no {what} column found among {columns}; name it in the dataset spec")
+    return None
+
+
+def _is_saved_dataset(path: str, storage_options: dict[str, Any] | None) -> bool:
+    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    return any(fs.exists(f"{root.rstrip('/')}/{marker}") for marker in
+               ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+class GeoDataset:
+    """An opened dataset with its column mapping and fingerprint."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        import datasets
+
+        self.spec = spec
+        if _is_saved_dataset(spec.path, spec.storage_options):
+            loaded = datasets.load_from_disk(spec.path, storage_options=spec.storage_options)
+        else:  # a hub id: needs network, kept real for users who have it
+            loaded = datasets.load_dataset(spec.path, split=spec.split or "train")
+        if isinstance(loaded, datasets.DatasetDict):
+            split = spec.split or ("train" if "train" in loaded else None)
+            if split is None and len(loaded) == 1:
+                split = next(iter(loaded))
+            if split not in loaded:
+                raise ConfigError(f"split {spec.split!r} not in {list(loaded)}")
+            loaded = loaded[split]
+            self.split: str | None = split
+        else:
+            self.split = spec.split
+        columns = list(loaded.column_names)
+        self.image_column = _pick(columns, spec.image_column, IMAGE_CANDIDATES, "image")
+        self.lat_column = _pick(columns, spec.lat_column, LAT_CANDIDATES, "latitude")
+        self.lon_column = _pick(columns, spec.lon_column, LON_CANDIDATES, "longitude")
+        self.clues_column = _pick(columns, spec.clues_column, CLUES_CANDIDATES, "clues", required=False)
+        if isinstance(loaded.features.get(self.image_column), datasets.Image):
+            # decode ourselves, so one broken image is one sample's error, not an exception deep in datasets
+            loaded = loaded.cast_column(self.image_column, datasets.Image(decode=False))
+        self._ds = loaded
+        self._lock = threading.Lock()  # Arrow reads are not guaranteed thread-safe
+        self.fingerprint = self._fingerprint()
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(str(getattr(self._ds, "_fingerprint", "")).encode())
+        h.update(f"{len(self._ds)}:{self._ds.column_names}:{self.split}".encode())
+        return h.hexdigest()[:16]
+
+    def row(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self._ds):
+            raise SampleError(index, f"index out of range (dataset has {len(self._ds)} rows)")
+        with self._lock:
+            return self._ds[index]
+
+    def sample(self, index: int) -> Sample:
+        """The sample at ``index``; ``SampleError`` names the index and the problem."""
+        row = self.row(index)
+        image = _decode_image(index, row.get(self.image_column))
+        lat = _coordinate(index, row.get(self.lat_column), "latitude", 90.0)
+        lon = _coordinate(index, row.get(self.lon_column), "longitude", 180.0)
+        clues = row.get(self.clues_column) if self.clues_column else None
+        used = {self.image_column, self.lat_column, self.lon_column, self.clues_column}
+        meta = {k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool))}
+        return Sample(index=index, image=image, lat=lat, lon=lon,
+                      clues=str(clues) if clues is not None else None, meta=meta)
+
+
+def _decode_image(index: int, value: Any) -> Image.Image:
+    if value is None:
+        raise SampleError(index, "image is missing")
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and value.get("bytes"):
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            with fsspec.open(value["path"], "rb") as f:
+                image = Image.open(io.BytesIO(f.read()))
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
+        elif isinstance(value, str):
+            with fsspec.open(value, "rb") as f:
+                image = Image.open(io.BytesIO(f.read()))
+        else:
+            raise SampleError(index, f"image has an unsupported type {type(value).__name__}")
+        image.load()
+    except SampleError:
+        raise
+    except Exception as exc:  # PIL raises many kinds for a broken file
+        raise SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    return image
+
+
+def _coordinate(index: int, value: Any, what: str, limit: float) -> float:
+    if value is None:
+        raise SampleError(index, f"{what} is missing")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise SampleError(index, f"{what} {value!r} is not a number") from exc
+    if not math.isfinite(number) or not -limit <= number <= limit:
+        raise SampleError(index, f"{what} {value!r} is out of range [-{limit:g}, {limit:g}]")
+    return number
+
+
+_OPENED: dict[str, GeoDataset] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_dataset(spec: DatasetSpec | str) -> GeoDataset:
+    """Open (once per process) the dataset a spec, or a bare path, names."""
+    if isinstance(spec, str):
+        spec = DatasetSpec(path=spec)
+    key = spec.model_dump_json()
+    with _OPEN_LOCK:
+        if key not in _OPENED:
+            _OPENED[key] = GeoDataset(spec)
+        return _OPENED[key]

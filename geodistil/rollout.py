@@ -1,0 +1,241 @@
+"""The multi-turn loop for one sample: teacher → tool calls → tool images → teacher → … → answer.
+
+``rollout`` always returns a ``Trace``: a sample that cannot be read, or a teacher that fails
+after every retry, gives a trace with ``error`` and ``stop_reason="error"``, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from PIL import Image
+
+import geodistil
+from geodistil import prompts
+from geodistil.config import RolloutSettings
+from geodistil.data import GeoDataset, Sample
+from geodistil.errors import SampleError, TeacherError, ToolError
+from geodistil.images import pixel_sha256, preprocess, to_data_url
+from geodistil.scoring import parse_answer, score
+from geodistil.teacher import TeacherClient, TeacherReply
+from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
+from geodistil.tools import Tool, build_tools, input_ref_of, openai_tool_specs
+from geodistil.trace import (
+    ImagePart, ImageRecord, LatLon, Message, Preprocess, TeacherInfo, TextPart, ToolCallRecord, Trace,
+)
+
+NUDGE = "Please give your final answer now as \\boxed{latitude, longitude}."
+
+
+@dataclass
+class RolloutContext:
+    """What every rollout of a run shares: settings, one teacher client, the tools."""
+
+    settings: RolloutSettings
+    teacher: TeacherClient
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: RolloutSettings, max_connections: int | None = None) -> "RolloutContext":
+        connections = max_connections or settings.generation.max_concurrency
+        return cls(settings, TeacherClient(settings.teacher, max_connections=connections),
+                   build_tools(settings.tools))
+
+    async def close(self) -> None:
+        await self.teacher.close()
+
+    @property
+    def tool_specs(self) -> list[dict[str, Any]]:
+        return openai_tool_specs(self.tools)
+
+    def teacher_info(self) -> TeacherInfo:
+        s = self.settings
+        return TeacherInfo(
+            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
+            temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
+            seed=s.generation.seed, max_turns=s.generation.max_turns,
+            box_convention=s.tools.box_convention.value, tools=list(self.tools),
+            settings_fingerprint=s.fingerprint(),
+        )
+
+
+def rollout_seed(seed: int | None, sample_index: int, rollout_index: int) -> int | None:
+    """A per-rollout seed, so rollouts of one sample differ but each is reproducible."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"{seed}:{sample_index}:{rollout_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class _Conversation:
+    """The messages twice over: as stored (image refs) and as sent (data URLs, encoded once)."""
+
+    def __init__(self, image_format: str, quality: int) -> None:
+        self.stored: list[Message] = []
+        self.sent: list[dict[str, Any]] = []
+        self.images: list[Image.Image] = []
+        self.records: list[ImageRecord] = []
+        self._urls: list[str] = []
+        self._format, self._quality = image_format, quality
+
+    def add_image(self, image: Image.Image) -> int:
+        """Register an image (hash + data URL computed once) and return its ref."""
+        ref = len(self.images)
+        self.images.append(image)
+        self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
+        self._urls.append(to_data_url(image, self._format, self._quality))
+        return ref
+
+    def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
+        self.stored.append(message)
+        if sent is None:
+            sent = message.model_dump(exclude_none=True, exclude={"reasoning"})
+            if isinstance(message.content, list):
+                sent["content"] = [
+                    {"type": "text", "text": p.text} if isinstance(p, TextPart)
+                    else {"type": "image_url", "image_url": {"url": self._urls[p.ref]}}
+                    for p in message.content
+                ]
+        self.sent.append(sent)
+
+
+def _load(dataset: GeoDataset, sample_index: int, max_pixels: int) -> tuple[Sample, Image.Image]:
+    sample = dataset.sample(sample_index)
+    return sample, preprocess(sample.image, max_pixels)
+
+
+async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext) -> Trace:
+    """Run the conversation for one (sample, rollout) and return its scored trace."""
+    settings = ctx.settings
+    trace = Trace(
+        dataset_path=dataset.path, dataset_split=dataset.split, dataset_fingerprint=dataset.fingerprint,
+        sample_index=sample_index, rollout_index=rollout_index, teacher=ctx.teacher_info(),
+        geodistil_version=geodistil.__version__,
+    )
+    convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
+    try:
+        sample, sent_image = await asyncio.to_thread(_load, dataset, sample_index, settings.image.max_pixels)
+        trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
+        trace.clues = sample.clues
+        ref0 = await asyncio.to_thread(convo.add_image, sent_image)
+        trace.preprocess = Preprocess(original_size=sample.image.size, sent_size=sent_image.size,
+                                      max_pixels=settings.image.max_pixels)
+        await _converse(trace, convo, sample, ref0, ctx)
+    except SampleError as exc:
+        trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"
+    except TeacherError as exc:
+        trace.error, trace.error_kind, trace.stop_reason = str(exc), f"teacher_error:{exc.kind}", "error"
+    except Exception as exc:  # errors are data: one sample never crashes the run
+        trace.error = f"sample {sample_index}: internal error {type(exc).__name__}: {exc}"
+        trace.error_kind, trace.stop_reason = "internal_error", "error"
+    trace.messages = convo.stored
+    trace.images = convo.records
+    trace.finished_at = datetime.now(timezone.utc)
+    _score(trace)
+    return trace
+
+
+def _score(trace: Trace) -> None:
+    prediction = parse_answer(trace.final_answer)
+    trace.parse_success = prediction is not None
+    trace.prediction = LatLon(lat=prediction[0], lon=prediction[1]) if prediction else None
+    if trace.ground_truth is not None:
+        trace.distance_km, trace.reward_score = score(prediction, (trace.ground_truth.lat, trace.ground_truth.lon))
+
+
+async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: int, ctx: RolloutContext) -> None:
+    settings = ctx.settings
+    native = settings.teacher.tool_style == "native"
+    specs = ctx.tool_specs
+    convo.add(Message(role="system", content=prompts.SYSTEM_PROMPT))
+    convo.add(Message(role="user", content=[
+        ImagePart(ref=ref0),
+        TextPart(text=prompts.user_text(sample.clues, specs, settings.teacher.tool_style)),
+    ]))
+    seed = rollout_seed(settings.generation.seed, trace.sample_index, trace.rollout_index)
+    image_cap_hit = False
+    for turn in range(1, settings.generation.max_turns + 1):
+        reply = await ctx.teacher.complete(convo.sent, settings.generation,
+                                           tools=specs if native else None, seed=seed)
+        _account(trace, reply)
+        trace.num_turns = turn
+        convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls,
+                          reasoning=reply.reasoning))
+        trace.final_answer = reply.content
+        calls = parse_native_tool_calls(reply.tool_calls) if reply.tool_calls else parse_text_tool_calls(reply.content)
+        if not calls:
+            if parse_answer(reply.content) is not None:
+                trace.stop_reason = "answered"
+                return
+            if turn < settings.generation.max_turns:
+                convo.add(Message(role="user", content=NUDGE))
+            continue
+        image_cap_hit |= await _run_tools(trace, convo, calls, turn, ctx, native)
+    trace.stop_reason = "image_limit" if image_cap_hit else "max_turns"
+
+
+def _account(trace: Trace, reply: TeacherReply) -> None:
+    trace.usage.add(reply.usage)
+    trace.latency_s += reply.latency_s
+    trace.turn_latencies_s.append(round(reply.latency_s, 4))
+
+
+async def _run_tools(trace: Trace, convo: _Conversation, calls: list[ToolCall | ToolCallProblem],
+                     turn: int, ctx: RolloutContext, native: bool) -> bool:
+    """Execute one turn's calls and send their results back; True if the image cap stopped one."""
+    parts: list[TextPart | ImagePart] = []
+    cap_hit = False
+    for call in calls:
+        record = ToolCallRecord(index=len(trace.tool_calls_log), turn=turn, call_id=call.call_id,
+                                tool_name=call.name or "?", success=False)
+        start = time.perf_counter()
+        note = None
+        if isinstance(call, ToolCallProblem):
+            record.error = call.error
+        else:
+            record.tool_arguments = call.arguments
+            try:
+                if len(convo.images) >= ctx.settings.tools.max_images:
+                    cap_hit = True
+                    raise ToolError(f"image limit of {ctx.settings.tools.max_images} reached; answer now")
+                note = await _apply(record, convo, call, ctx)
+            except ToolError as exc:
+                record.error = str(exc)
+            except Exception as exc:  # a tool bug on odd input is still the teacher's tool error
+                record.error = f"{type(exc).__name__}: {exc}"
+        record.duration_ms = round((time.perf_counter() - start) * 1000, 2)
+        trace.tool_calls_log.append(record)
+        text = prompts.tool_response_text(record.tool_name, record.output_ref, record.output_size,
+                                          note=note, error=record.error)
+        if native and call.call_id:
+            convo.add(Message(role="tool", tool_call_id=call.call_id, content=text))
+        if record.output_ref is not None:
+            parts.append(ImagePart(ref=record.output_ref))
+        if not native or not call.call_id:
+            parts.append(TextPart(text=text))
+    if not parts:  # native calls that all failed: the tool messages said it all
+        parts.append(TextPart(text="See the tool results above."))
+    elif native and all(isinstance(p, ImagePart) for p in parts):
+        parts.append(TextPart(text="The images above are the tool outputs, in order."))
+    convo.add(Message(role="user", content=parts))
+    return cap_hit
+
+
+async def _apply(record: ToolCallRecord, convo: _Conversation, call: ToolCall, ctx: RolloutContext) -> str | None:
+    tool = ctx.tools.get(call.name)
+    if tool is None:
+        raise ToolError(f"unknown tool {call.name!r}; available: {list(ctx.tools)}")
+    record.input_ref = input_ref_of(call.arguments, len(convo.images))
+    source = convo.images[record.input_ref]
+    output = await asyncio.to_thread(tool.apply, source, call.arguments)
+    ref = await asyncio.to_thread(convo.add_image, output.image)
+    image_record = convo.records[ref]
+    record.success, record.resolved = True, output.resolved
+    record.output_ref, record.output_size, record.output_sha256 = ref, image_record.size, image_record.sha256
+    record.output_text = output.text
+    return output.text

@@ -1,0 +1,157 @@
+"""The teacher: any OpenAI-compatible chat server, through the ``openai`` async client.
+
+One long-lived client per worker, closed explicitly. Retries live here (exponential backoff
+with full jitter, honouring ``Retry-After``) because the openai client's own retries do not
+report how often they retried; its ``max_retries`` is therefore 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+
+from geodistil.config import GenerationConfig, TeacherConfig
+from geodistil.errors import TeacherError
+from geodistil.trace import Usage
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class TeacherReply:
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    reasoning: str | None
+    finish_reason: str | None
+    usage: Usage
+    latency_s: float
+    retries: int = 0
+    raw_model: str | None = None
+    errors: list[str] = field(default_factory=list)  # retried failures, for the record
+
+
+def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for key, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(key)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
+class TeacherClient:
+    """Chat completions with retries and usage accounting."""
+
+    def __init__(self, config: TeacherConfig, max_connections: int = 256) -> None:
+        self.config = config
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
+        )
+        self._client = openai.AsyncOpenAI(
+            base_url=config.resolved_base_url(),
+            api_key=config.api_key(),
+            max_retries=0,
+            timeout=config.timeout_s,
+            http_client=self._http,
+        )
+
+    async def __aenter__(self) -> "TeacherClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def list_models(self) -> list[str]:
+        try:
+            page = await self._client.models.list()
+        except openai.OpenAIError as exc:
+            raise TeacherError(f"listing models failed: {exc}") from exc
+        return [m.id for m in page.data]
+
+    def _backoff_s(self, attempt: int) -> float:
+        cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt)
+        return random.uniform(0, cap)
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        generation: GenerationConfig,
+        tools: list[dict[str, Any]] | None = None,
+        seed: int | None = None,
+    ) -> TeacherReply:
+        """One chat completion; retries transient failures, raises ``TeacherError`` after the last."""
+        kwargs: dict[str, Any] = dict(
+            model=self.config.model,
+            messages=messages,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            max_tokens=generation.max_tokens,
+        )
+        if seed is not None:
+            kwargs["seed"] = seed
+        if tools:
+            kwargs["tools"] = tools
+        errors: list[str] = []
+        for attempt in range(self.config.max_retries + 1):
+            start = time.perf_counter()
+            try:
+                response = await self._client.chat.completions.create(**kwargs)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                errors.append(f"HTTP {status}")
+                if status not in RETRYABLE_STATUS or attempt == self.config.max_retries:
+                    raise TeacherError(f"teacher answered HTTP {status} after {attempt + 1} attempts: {exc.message}",
+                                       kind=f"http_{status}") from exc
+                delay = _retry_after_s(exc)
+                await asyncio.sleep(delay if delay is not None else self._backoff_s(attempt))
+                continue
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+                errors.append(kind)
+                if attempt == self.config.max_retries:
+                    raise TeacherError(f"teacher {kind} after {attempt + 1} attempts", kind=kind) from exc
+                await asyncio.sleep(self._backoff_s(attempt))
+                continue
+            except openai.OpenAIError as exc:
+                raise TeacherError(f"teacher request failed: {exc}") from exc
+            return self._reply(response, time.perf_counter() - start, attempt, errors)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _reply(response: Any, latency_s: float, retries: int, errors: list[str]) -> TeacherReply:
+        if not response.choices:
+            raise TeacherError("teacher returned no choices", kind="empty_response")
+        choice = response.choices[0]
+        message = choice.message
+        tool_calls = [tc.model_dump(exclude_none=True) for tc in message.tool_calls] if message.tool_calls else None
+        reasoning = getattr(message, "reasoning_content", None) or (message.model_extra or {}).get("reasoning_content")
+        usage = Usage(requests=1 + retries, retries=retries)
+        if response.usage is not None:
+            usage.prompt_tokens = response.usage.prompt_tokens or 0
+            usage.completion_tokens = response.usage.completion_tokens or 0
+            usage.total_tokens = response.usage.total_tokens or 0
+        return TeacherReply(
+            content=message.content or "",
+            tool_calls=tool_calls,
+            reasoning=reasoning,
+            finish_reason=choice.finish_reason,
+            usage=usage,
+            latency_s=latency_s,
+            retries=retries,
+            raw_model=response.model,
+            errors=errors,
+        )
