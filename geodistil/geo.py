@@ -36,11 +36,16 @@ LANGUAGES: dict[str, str] = {
     "Spanish": "es", "Swahili": "sw", "Swedish": "sv", "Thai": "th", "Turkish": "tr",
     "Ukrainian": "uk", "Urdu": "ur", "Vietnamese": "vi",
 }
+# climate words by absolute latitude: shared by the demo clues and the simulated teacher's reading of them
+CLIMATES: dict[str, tuple[float, float]] = {
+    "tropical": (0.0, 23.5), "subtropical": (23.5, 35.0), "temperate": (35.0, 55.0),
+    "subarctic": (55.0, 66.5), "polar": (66.5, 90.0),
+}
 _COUNTRY_ALIASES = {"USA": "US", "U.S.A.": "US", "America": "US", "United States of America": "US",
                     "UK": "GB", "Britain": "GB", "Great Britain": "GB", "England": "GB",
                     "Scotland": "GB", "Wales": "GB", "Holland": "NL", "Czechia": "CZ"}
 # capitalised English words that are also city names and start ordinary sentences
-_COMMON_WORDS = frozenset({"of", "most", "along", "green", "central", "bay", "date", "march",
+COMMON_WORDS = frozenset({"of", "most", "along", "green", "central", "bay", "date", "march",
                            "union", "police", "sale", "independence", "liberty", "paradise"})
 _WORD = re.compile(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*\.?")
 
@@ -89,6 +94,12 @@ def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """(N, 3) points on the unit sphere; nearest on the sphere = largest dot product."""
     la, lo = np.radians(lat), np.radians(lon)
     return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+
+
+def climate_of(lat: float) -> str:
+    """The CLIMATES word for a latitude (a crude band, enough for a clue)."""
+    a = abs(lat)
+    return next(name for name, (lo, hi) in CLIMATES.items() if lo <= a <= hi)
 
 
 def destination(lat: float, lon: float, distance_km: float, bearing_deg: float) -> tuple[float, float]:
@@ -294,7 +305,7 @@ def _lookup(g: Gazetteer, key: str, key_no_dot: str, n_words: int) -> Place | No
             return g.country_places[g.country_index[k]]
         if k in g.continent_index:
             return g.continent_places[g.continent_index[k]]
-        if k in g.city_index and not (n_words == 1 and k in _COMMON_WORDS):
+        if k in g.city_index and not (n_words == 1 and k in COMMON_WORDS):
             return g.cities[g.city_index[k][0]]
     return None
 
