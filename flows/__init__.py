@@ -1,0 +1,1 @@
+"""Prefect flows: generation, curation and the pipeline chaining them."""

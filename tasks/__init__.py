@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over geodistil functions, one unit of work each."""

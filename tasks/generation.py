@@ -1,0 +1,128 @@
+"""The per-sample generation task, with retries and an explicit cache key.
+
+The cache key is built from explicit, versioned fields (dataset fingerprint, settings
+fingerprint, trace store, sample and rollout index), never from Prefect's default policy,
+which includes the flow run id and so only hits inside one run. The task's persisted result
+is the small ``TraceRecord``; the full trace lives only in the trace store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+from pydantic import BaseModel, ConfigDict
+
+from geodistil.config import RolloutSettings
+from geodistil.data import DatasetSpec, open_dataset
+from geodistil.errors import GeodistilError
+from geodistil.generate import StorageSpec, finished_record, is_retryable, run_one
+from geodistil.rollout import RolloutContext
+from geodistil.store import TraceStore, trace_name
+from geodistil.trace import TraceRecord
+
+CACHE_KEY_VERSION = "geodistil-sample-v1"
+
+
+class SampleJob(BaseModel):
+    """A reference to one unit of work: small, hashable, no live objects, no secrets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: DatasetSpec
+    storage: StorageSpec
+    settings: RolloutSettings
+    sample_index: int
+    rollout_index: int = 0
+
+    @property
+    def name(self) -> str:
+        return trace_name(self.sample_index, self.rollout_index, self.settings.generation.rollouts_per_sample)
+
+
+class RetryableSampleError(GeodistilError):
+    """The sample's trace was written with a transient error: let Prefect retry the task."""
+
+
+def sample_cache_key(job: SampleJob) -> str:
+    dataset = open_dataset(job.dataset)
+    store = hashlib.sha256(job.storage.url.encode()).hexdigest()[:12]
+    return "-".join([CACHE_KEY_VERSION, dataset.fingerprint, job.settings.fingerprint(), store,
+                     f"{job.sample_index:06d}", f"{job.rollout_index:03d}"])
+
+
+def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return sample_cache_key(parameters["job"])
+
+
+# One teacher client per (settings, event loop), reused by every task of the run and closed
+# by the flow: a client per request would open a connection pool per sample.
+_contexts: dict[tuple[str, int], RolloutContext] = {}
+_stores: dict[str, TraceStore] = {}
+_listeners: list[Callable[[TraceRecord], None]] = []
+
+
+def shared_context(settings: RolloutSettings) -> RolloutContext:
+    key = (settings.model_dump_json(), id(asyncio.get_running_loop()))
+    if key not in _contexts:
+        _contexts[key] = RolloutContext.create(settings)
+    return _contexts[key]
+
+
+async def close_shared_contexts() -> None:
+    loop = id(asyncio.get_running_loop())
+    for key in [k for k in _contexts if k[1] == loop]:
+        await _contexts.pop(key).close()
+
+
+def _store(storage: StorageSpec) -> TraceStore:
+    key = storage.model_dump_json()
+    if key not in _stores:
+        _stores[key] = storage.store()
+    return _stores[key]
+
+
+def add_listener(listener: Callable[[TraceRecord], None]) -> None:
+    """Call ``listener`` with every record this process finishes (e.g. a CLI progress bar)."""
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[TraceRecord], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def notify(record: TraceRecord) -> None:
+    for listener in list(_listeners):
+        listener(record)
+
+
+async def generate_sample_fn(job: SampleJob) -> TraceRecord:
+    """Roll out one sample unless the store already holds its finished trace."""
+    store = _store(job.storage)
+    fingerprint = job.settings.fingerprint()
+    # a run killed after writing a trace but before Prefect persisted the result resumes here
+    record = await asyncio.to_thread(finished_record, store, job.name, fingerprint)
+    if record is None:
+        dataset = await asyncio.to_thread(open_dataset, job.dataset)
+        record = await run_one(dataset, job.sample_index, job.rollout_index, shared_context(job.settings), store)
+    if is_retryable(record):
+        raise RetryableSampleError(f"{job.name}: {record.error}")
+    return record
+
+
+generate_sample = task(
+    generate_sample_fn,
+    name="generate-sample",
+    task_run_name="sample-{job.sample_index}-r{job.rollout_index}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_jitter_factor=0.5,
+    cache_key_fn=_cache_key_fn,
+    persist_result=True,
+    cache_result_in_memory=False,
+)
