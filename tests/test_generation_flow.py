@@ -1,0 +1,132 @@
+"""The generation flow on Prefect: ordered traces, error handling, caching, resume, S3."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from geodistil.store import TraceStore
+from tests.helpers import free_port, sim_process, sim_stats
+
+
+def run_cli(dataset: str, output: str, base_url: str, *extra: str, env: dict | None = None,
+            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    args = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", output,
+            "--base-url", base_url, "--model", "sim", "--timeout", "20", *extra]
+    env = {**os.environ, **(env or {})}
+    env.pop("PREFECT_API_URL", None)  # the embedded default: Prefect's local ephemeral API
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo200(tmp_path_factory):
+    from geodistil.sim.demo_data import make_demo_dataset
+
+    return make_demo_dataset(str(tmp_path_factory.mktemp("d") / "demo200"), n=200, seed=5)
+
+
+def assert_complete_and_ordered(store: TraceStore, n: int) -> list:
+    names = store.trace_names()
+    assert names == [f"trace_{i:05d}.json" for i in range(n)]
+    traces = [t for _, t in store.iter_traces()]
+    assert all(not isinstance(t, Exception) for t in traces), [t for t in traces if isinstance(t, Exception)]
+    return traces
+
+
+@pytest.mark.slow
+def test_flow_with_transient_errors_writes_every_trace_in_order(demo200, tmp_path):
+    out = str(tmp_path / "traces")
+    with sim_process("--rate-429", "0.1", "--rate-500", "0.05", "--rate-malformed", "0.05", "--seed", "7") as url:
+        result = run_cli(demo200, out, url, "--max-concurrency", "32")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    store = TraceStore(out)
+    traces = assert_complete_and_ordered(store, 200)
+    summary = store.read_json("summary.json")
+    assert summary["total"] == 200 == len(traces)
+    assert summary["success"] == sum(t.ok for t in traces)
+    assert summary["failed"] == sum(not t.ok for t in traces)
+    assert summary["parse_success"] == sum(t.parse_success for t in traces if t.ok)
+    assert summary["tool_calls"] == sum(len(t.tool_calls_log) for t in traces)
+    assert any(c.error and "not valid JSON" in c.error for t in traces for c in t.tool_calls_log)
+    assert sum(t.usage.retries for t in traces) > 0
+    manifest = store.read_json("manifest.json")
+    assert [e["name"] for e in manifest["traces"]] == store.trace_names()
+
+
+@pytest.mark.slow
+def test_a_second_run_takes_every_sample_from_the_cache(demo200, tmp_path):
+    out = str(tmp_path / "traces")
+    with sim_process("--seed", "8") as url:
+        first = run_cli(demo200, out, url, "--num-samples", "30")
+        assert first.returncode == 0, first.stderr[-3000:]
+        before = sim_stats(url)["requests"]
+        second = run_cli(demo200, out, url, "--num-samples", "30")
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert sim_stats(url)["requests"] == before  # zero requests for cached samples
+        third = run_cli(demo200, out, url, "--num-samples", "5", "--refresh")
+        assert third.returncode == 0
+        assert sim_stats(url)["requests"] > before
+    assert_complete_and_ordered(TraceStore(out), 30)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_requesting_finished_samples(demo200, tmp_path):
+    out = tmp_path / "traces"
+    n = 120
+    with sim_process("--latency", "0.3", "--seed", "9") as url:
+        proc = run_cli(demo200, str(out), url, "--num-samples", str(n), "--max-concurrency", "8", wait=False)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(list(out.glob("trace_*.json"))) < n // 2:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = {p.name for p in out.glob("trace_*.json")}
+    assert n // 2 <= len(finished) < n
+    with sim_process("--latency", "0.05", "--seed", "9") as url:
+        result = run_cli(demo200, str(out), url, "--num-samples", str(n), "--max-concurrency", "8")
+        assert result.returncode == 0, result.stderr[-3000:]
+        requests = sim_stats(url)["requests"]
+    store = TraceStore(str(out))
+    traces = assert_complete_and_ordered(store, n)
+    regenerated = [t for name, t in zip(store.trace_names(), traces) if name not in finished]
+    assert requests == sum(t.usage.requests for t in regenerated)
+    assert not list(out.glob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_the_same_run_writes_to_s3(demo200, tmp_path):
+    from moto.server import ThreadedMotoServer
+    import s3fs
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    try:
+        os.environ.update(env)
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+        fs.mkdir("traces-bucket")
+        with sim_process("--seed", "10") as url:
+            result = run_cli(demo200, "s3://traces-bucket/run1", url, "--num-samples", "25", env=env)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            before = sim_stats(url)["requests"]
+            again = run_cli(demo200, "s3://traces-bucket/run1", url, "--num-samples", "25", env=env)
+            assert again.returncode == 0
+            assert sim_stats(url)["requests"] == before
+        store = TraceStore("s3://traces-bucket/run1", {"endpoint_url": endpoint})
+        assert_complete_and_ordered(store, 25)
+        assert store.read_json("summary.json")["total"] == 25
+        assert fs.ls("traces-bucket/run1/.prefect-results")
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        server.stop()
