@@ -1,0 +1,297 @@
+"""The simulated teacher over HTTP: an OpenAI-compatible server for tests, demos and load tests.
+
+Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (OpenAI response shape, with
+``usage``) and ``GET /sim/stats`` (JSON counters: every chat-completion request received,
+and each outcome). Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
+answers without a box) are drawn per request from one ``random.Random(seed)`` that is
+stateful on purpose; the content of an answer is not, see ``geodistil.sim.policy``.
+
+Per-request work is a JSON parse, a header-only image read and a few cached lookups, so
+one process on two cores carries about a thousand concurrent requests with seconds of
+simulated latency; the access log is off for the same reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from geodistil import geo
+from geodistil.sim.config import SimConfig
+from geodistil.sim.policy import Reply, native_tool_calls, respond, text_content
+from geodistil.sim.reading import Conversation, read_request
+
+__all__ = ["SimConfig", "SimServer", "create_app", "serve", "main", "SIM_MODEL", "RETRY_AFTER_S"]
+
+SIM_MODEL = "geodistil-sim"
+RETRY_AFTER_S = 1
+IMAGE_TOKENS = 1000  # about what a 1024x768 image costs a Qwen2.5-VL (28 px patches)
+HANG_MAX_S = 3600.0
+_HANG_POLL_S = 0.5
+STAT_KEYS = ("requests", "ok", "429", "500", "hang", "malformed", "no_box", "tool_calls", "answers",
+             "bad_request", "in_flight", "max_in_flight")
+
+
+def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+
+
+async def _drain(request: Request) -> None:
+    """Read and drop the body (``request.body()`` would keep it alive for the whole hang)."""
+    async for _ in request.stream():
+        pass
+
+
+class _Sim:
+    """The app's state: config, the fault generator and the counters (one event loop, no locks)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.faults = random.Random(config.seed)
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+
+    async def models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [
+            {"id": SIM_MODEL, "object": "model", "created": 0, "owned_by": "geodistil-sim"}]})
+
+    async def stats_route(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.stats)
+
+    async def chat(self, request: Request) -> Response:
+        s = self.stats
+        s["requests"] += 1
+        s["in_flight"] += 1
+        s["max_in_flight"] = max(s["max_in_flight"], s["in_flight"])
+        try:
+            return await self._chat(request)
+        finally:
+            s["in_flight"] -= 1
+
+    async def _chat(self, request: Request) -> Response:
+        c, s = self.config, self.stats
+        # always four draws, so the fault sequence depends only on the order requests arrive in
+        fault, spread, u_malformed, u_no_box = (self.faults.random() for _ in range(4))
+        if fault < c.rate_429:  # a gateway refuses at once, before any model time
+            await _drain(request)
+            s["429"] += 1
+            return _error(429, "simulated rate limit", "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_S)})
+        if fault < c.rate_429 + c.rate_hang:
+            s["hang"] += 1
+            await _drain(request)
+            deadline = time.monotonic() + HANG_MAX_S
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                await asyncio.sleep(_HANG_POLL_S)
+            return Response(status_code=504)
+        raw = await request.body()
+        delay = c.latency + spread * c.latency_spread
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault < c.rate_429 + c.rate_hang + c.rate_500:
+            s["500"] += 1
+            return _error(500, "simulated server error", "server_error")
+        try:
+            body = json.loads(raw)
+            if isinstance(body, dict) and body.get("stream"):
+                raise ValueError("the simulated teacher does not stream; send stream=false")
+            conv = read_request(body, c.tool_style)
+        except ValueError as exc:
+            s["bad_request"] += 1
+            return _error(400, str(exc), "invalid_request_error")
+        reply = respond(conv, c.seed, malformed=u_malformed < c.rate_malformed, no_box=u_no_box < c.rate_no_box)
+        s["ok"] += 1
+        s[reply.outcome] += 1
+        return JSONResponse(self._completion(body, conv, reply))
+
+    def _completion(self, body: dict[str, Any], conv: Conversation, reply: Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant"}
+        finish = "stop"
+        if self.config.tool_style == "native" and reply.calls:
+            message["content"] = reply.content
+            message["tool_calls"] = native_tool_calls(reply)
+            finish = "tool_calls"
+        else:
+            message["content"] = text_content(reply)
+        completion_chars = len(message["content"]) + sum(len(c.arguments_json) for c in reply.calls)
+        prompt_tokens = conv.prompt_chars // 4 + IMAGE_TOKENS * len(conv.image_urls)
+        completion_tokens = completion_chars // 4 + 1
+        return {
+            "id": f"chatcmpl-sim-{conv.key(self.config.seed, 'id', conv.assistant_turns):016x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or SIM_MODEL,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+
+def create_app(config: SimConfig) -> Starlette:
+    """The Starlette app; loads the gazetteer now so the first request does not pay for it."""
+    geo.gazetteer()
+    sim = _Sim(config)
+    app = Starlette(routes=[
+        Route("/v1/models", sim.models, methods=["GET"]),
+        Route("/v1/chat/completions", sim.chat, methods=["POST"]),
+        Route("/sim/stats", sim.stats_route, methods=["GET"]),
+    ])
+    app.state.sim = sim
+    return app
+
+
+def _uvicorn_config(config: SimConfig, log_level: str) -> Any:
+    import uvicorn
+
+    # a hung request must not hold up shutdown for an hour: cancel it after 1 s
+    return uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level=log_level,
+                          access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+
+
+def serve(config: SimConfig, log_level: str = "info") -> None:
+    """Serve the simulated teacher, an OpenAI-compatible test and demo fixture (not a model).
+
+    It answers from the clues in the prompt and an offline gazetteer, calls the image tools
+    on some turns, and injects latency and faults as configured. Blocks until interrupted.
+    """
+    import uvicorn
+
+    uvicorn.Server(_uvicorn_config(config, log_level)).run()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class SimServer:
+    """A running simulated teacher for tests and benchmarks: ``with SimServer(cfg) as sim: sim.base_url``.
+
+    By default uvicorn runs in a background thread of this process, on a socket bound before
+    start (port 0 gives a free port, no race). ``subprocess=True`` runs it in its own Python
+    process instead, so a load test measures the client without the server's CPU in its GIL.
+    """
+
+    def __init__(self, config: SimConfig | None = None, *, subprocess: bool = False,
+                 startup_timeout_s: float = 60.0) -> None:
+        self.config = config or SimConfig(port=0)
+        self.in_subprocess = subprocess
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._process: Any = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the simulated teacher is not running")
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "", "::") else self.config.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ending in ``/v1``."""
+        return f"{self.url}/v1"
+
+    def stats(self) -> dict[str, int]:
+        import httpx
+
+        return dict(httpx.get(f"{self.url}/sim/stats", timeout=10).json())
+
+    def start(self) -> SimServer:
+        if self.in_subprocess:
+            self._start_process()
+        else:
+            self._start_thread()
+        return self
+
+    def _start_thread(self) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        # proto must be named: asyncio sets TCP_NODELAY on accepted sockets only when it is
+        # IPPROTO_TCP, and without it every response waits ~40 ms for a delayed ACK
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((self.config.host, self.config.port))
+        self.port = int(self._socket.getsockname()[1])
+        self._server = uvicorn.Server(_uvicorn_config(self.config, "warning"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                                        name="geodistil-sim", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the simulated teacher did not start")
+            time.sleep(0.01)
+
+    def _start_process(self) -> None:
+        import httpx
+
+        self.port = self.config.port or _free_port(self.config.host)
+        args = self.config.model_copy(update={"port": self.port}).model_dump()
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+        self._process = subprocess.Popen([sys.executable, "-m", "geodistil.sim", *argv, "--log-level=warning"],
+                                         stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the simulated teacher process did not start")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout=5)
+        if self._socket is not None:
+            self._socket.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._server = self._thread = self._socket = self._process = None
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m geodistil.sim``: the flags are the ``SimConfig`` fields (``--rate-429`` ...)."""
+    parser = argparse.ArgumentParser(prog="python -m geodistil.sim", description=serve.__doc__)
+    for name, field in SimConfig.model_fields.items():
+        kind = type(field.default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default, help=field.description,
+                            choices=("text", "native") if name == "tool_style" else None)
+    parser.add_argument("--log-level", default="info")
+    options = vars(parser.parse_args(argv))
+    log_level = options.pop("log_level")
+    serve(SimConfig(**options), log_level=log_level)
