@@ -1,0 +1,161 @@
+"""What the trace page shows, worked out from a trace: turns, tool cards, image checks, the map.
+
+Kept apart from the HTML so the page template only lays things out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from geodistil.trace import ImagePart, Message, ToolCallRecord, Trace
+from geodistil.viewer.images import Rebuilt
+from geodistil.viewer.worldmap import map_view
+
+ZOOM, ROTATE, CODE = "image_zoom_in_tool", "image_rotate_tool", "python_code_tool"
+
+
+@dataclass
+class ImageView:
+    ref: int
+    size: tuple[int, int] | None
+    check: str  # "ok" | "bad" | "unknown" (replay failed)
+    caption: str = ""
+
+
+@dataclass
+class ToolCard:
+    call: ToolCallRecord
+    arguments: str  # pretty JSON
+    input: ImageView | None = None
+    output: ImageView | None = None
+    box: dict[str, float] | None = None  # percent of the input image: left, top, width, height
+    box_px: list[int] | None = None
+    angle: float | None = None
+    code: str | None = None
+
+
+@dataclass
+class Block:
+    """One message of the conversation, with the tool calls it made."""
+
+    role: str
+    turn: int
+    text: str
+    reasoning: str | None = None
+    images: list[ImageView] = field(default_factory=list)
+    thumbnails: list[ImageView] = field(default_factory=list)  # tool outputs already shown in a card
+    native_calls: str | None = None
+    cards: list[ToolCard] = field(default_factory=list)
+
+
+_MARKS = re.compile(r"(\\boxed\{[^{}]*\})|(&lt;tool_call&gt;.*?&lt;/tool_call&gt;)", re.S)
+
+
+def message_html(text: str) -> Markup:
+    """Escaped message text with the answer and text tool calls marked out."""
+    escaped = str(escape(text))
+
+    def mark(m: re.Match[str]) -> str:
+        return f'<mark class="answer">{m.group(1)}</mark>' if m.group(1) else f'<span class="tc">{m.group(2)}</span>'
+    return Markup(_MARKS.sub(mark, escaped))
+
+
+def _image_view(ref: int, trace: Trace, rebuilt: Rebuilt) -> ImageView:
+    record = next((r for r in trace.images if r.ref == ref), None)
+    size = tuple(record.size) if record else None
+    if rebuilt.error or ref >= len(rebuilt.checks):
+        check = "unknown"
+    else:
+        check = "ok" if rebuilt.checks[ref].ok else "bad"
+    return ImageView(ref=ref, size=size, check=check)  # type: ignore[arg-type]
+
+
+def _box_percent(box_px: list[Any], size: tuple[int, int] | None) -> dict[str, float] | None:
+    if not size or len(box_px) != 4 or not all(isinstance(v, (int, float)) for v in box_px):
+        return None
+    w, h = size
+    left, top, right, bottom = (float(v) for v in box_px)
+    return {"left": 100 * left / w, "top": 100 * top / h, "width": 100 * (right - left) / w,
+            "height": 100 * (bottom - top) / h}
+
+
+def tool_card(call: ToolCallRecord, trace: Trace, rebuilt: Rebuilt) -> ToolCard:
+    card = ToolCard(call=call, arguments=json.dumps(call.tool_arguments, indent=1, ensure_ascii=False))
+    if call.input_ref is not None:
+        card.input = _image_view(call.input_ref, trace, rebuilt)
+    if call.output_ref is not None:
+        card.output = _image_view(call.output_ref, trace, rebuilt)
+    resolved = call.resolved or {}
+    if call.tool_name == ZOOM and isinstance(resolved.get("box_px"), list) and card.input is not None:
+        card.box_px = resolved["box_px"]
+        card.box = _box_percent(resolved["box_px"], card.input.size)
+    if call.tool_name == ROTATE:
+        angle = resolved.get("angle_deg", call.tool_arguments.get("angle"))
+        card.angle = float(angle) if isinstance(angle, (int, float)) and not isinstance(angle, bool) else None
+    if call.tool_name == CODE:
+        code = call.tool_arguments.get("code")
+        card.code = code if isinstance(code, str) else None
+    return card
+
+
+def _message_text(message: Message) -> str:
+    return message.text()
+
+
+def blocks(trace: Trace, rebuilt: Rebuilt) -> list[Block]:
+    """The conversation as blocks; each assistant turn carries the cards of the calls it made."""
+    cards_by_turn: dict[int, list[ToolCard]] = {}
+    for call in trace.tool_calls_log:
+        cards_by_turn.setdefault(call.turn, []).append(tool_card(call, trace, rebuilt))
+    shown_in_cards = {c.output_ref for c in trace.tool_calls_log if c.output_ref is not None}
+    out: list[Block] = []
+    turn = 0
+    for message in trace.messages:
+        if message.role == "assistant":
+            turn += 1
+        block = Block(role=message.role, turn=turn, text=_message_text(message), reasoning=message.reasoning)
+        if isinstance(message.content, list):
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    view = _image_view(part.ref, trace, rebuilt)
+                    (block.thumbnails if part.ref in shown_in_cards else block.images).append(view)
+        if message.tool_calls:
+            block.native_calls = json.dumps(message.tool_calls, indent=1, ensure_ascii=False)
+        if message.role == "assistant":
+            block.cards = cards_by_turn.pop(turn, [])
+        out.append(block)
+    for leftover in cards_by_turn.values():  # calls whose turn has no message (a cut-off trace)
+        out.append(Block(role="tool", turn=leftover[0].call.turn, text="", cards=leftover))
+    return out
+
+
+def trace_context(name: str, trace: Trace, rebuilt: Rebuilt) -> dict[str, Any]:
+    truth = (trace.ground_truth.lat, trace.ground_truth.lon) if trace.ground_truth else None
+    prediction = (trace.prediction.lat, trace.prediction.lon) if trace.prediction else None
+    checks = [_image_view(r.ref, trace, rebuilt) for r in trace.images]
+    teacher = trace.teacher
+    # provenance without the endpoint: a URL may carry credentials in odd setups; the model is what matters
+    provenance = {
+        "model": teacher.model if teacher else None,
+        "tool style": teacher.tool_style if teacher else None,
+        "sampling": (f"temperature {teacher.temperature}, top_p {teacher.top_p}, max_tokens {teacher.max_tokens}, "
+                     f"seed {teacher.seed}") if teacher else None,
+        "box convention": teacher.box_convention if teacher else None,
+        "tokens": f"{trace.usage.prompt_tokens} prompt, {trace.usage.completion_tokens} completion "
+                  f"in {trace.usage.requests} requests ({trace.usage.retries} retries)",
+        "teacher latency": f"{trace.latency_s:.2f} s",
+        "dataset": f"{trace.dataset_path} [{trace.dataset_split or '-'}] {trace.dataset_fingerprint}",
+        "geodistil": trace.geodistil_version or None,
+        "started": trace.started_at.isoformat(timespec="seconds"),
+    }
+    return {
+        "name": name, "trace": trace, "blocks": blocks(trace, rebuilt), "checks": checks,
+        "replay_error": rebuilt.error, "map": map_view(truth, prediction),
+        "checks_ok": sum(c.check == "ok" for c in checks), "checks_bad": sum(c.check == "bad" for c in checks),
+        "provenance": {k: v for k, v in provenance.items() if v is not None},
+    }
