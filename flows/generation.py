@@ -42,7 +42,8 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
     sample_task = generate_sample.with_options(result_storage=result_storage, refresh_cache=refresh)
     store = storage.store()
     semaphore = asyncio.Semaphore(settings.generation.max_concurrency)
-    jobs = [SampleJob(dataset=dataset, storage=storage, settings=settings, sample_index=i, rollout_index=r)
+    jobs = [SampleJob(dataset=dataset, storage=storage, settings=settings, sample_index=i, rollout_index=r,
+                      refresh=refresh)
             for i, r in plan_keys(range(first, last + 1), settings.generation.rollouts_per_sample)]
     done = 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -154,6 +155,8 @@ def _run_with_progress(params: dict) -> dict:
             progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['failed']} failed")
 
         add_listener(on_record)
+        # per-task "Finished in state Completed" lines would bury the bar; the UI keeps every state
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
         try:
             return asyncio.run(generate_flow(**params))
         finally:

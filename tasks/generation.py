@@ -38,6 +38,7 @@ class SampleJob(BaseModel):
     settings: RolloutSettings
     sample_index: int
     rollout_index: int = 0
+    refresh: bool = False  # generate again even if the store holds a finished trace
 
     @property
     def name(self) -> str:
@@ -106,7 +107,7 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     store = _store(job.storage)
     fingerprint = job.settings.fingerprint()
     # a run killed after writing a trace but before Prefect persisted the result resumes here
-    record = await asyncio.to_thread(finished_record, store, job.name, fingerprint)
+    record = None if job.refresh else await asyncio.to_thread(finished_record, store, job.name, fingerprint)
     if record is None:
         dataset = await asyncio.to_thread(open_dataset, job.dataset)
         record = await run_one(dataset, job.sample_index, job.rollout_index, shared_context(job.settings), store)

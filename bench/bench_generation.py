@@ -1,0 +1,201 @@
+"""Generation throughput: the Prefect flow at several concurrencies against a thread-pool baseline.
+
+Runs the simulated teacher in its own process (latency per request, a fixed number of tool
+calls so every conversation has the same number of turns), then for each concurrency runs
+``geodistil run`` in a fresh process and measures wall time, CPU seconds of that process
+(orchestration: Prefect, client, tools) and its peak memory. The baseline is the old design:
+the same rollouts driven by ``ThreadPoolExecutor(max_workers=8)`` with ordered collection.
+
+    python bench/bench_generation.py                       # 1000 samples, 2 s latency, c=8,64,256,1024
+    python bench/bench_generation.py --scale-samples 20000 # + near-zero-latency throughput run
+
+Ideal time = turns x latency x ceil(samples / concurrency). Figures are printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import free_port, sim_stats, wait_http  # noqa: E402
+
+
+def make_dataset(path: Path, n: int, unique: int = 1000) -> str:
+    """A demo dataset of ``n`` rows; beyond ``unique`` rows the scenes repeat (orchestration is what we measure)."""
+    import datasets
+
+    from geodistil.sim.demo_data import make_demo_dataset
+
+    base = path.parent / f"{path.name}-base{min(n, unique)}"
+    if not base.exists():
+        make_demo_dataset(str(base), n=min(n, unique), seed=0)
+    if n <= unique:
+        return str(base)
+    if not path.exists():
+        ds = datasets.load_from_disk(str(base))
+        repeats = math.ceil(n / len(ds))
+        datasets.concatenate_datasets([ds] * repeats).select(range(n)).save_to_disk(str(path))
+    return str(path)
+
+
+class Sim:
+    def __init__(self, latency: float, tool_calls: int) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "geodistil.cli", "sim", "--port", str(self.port), "--latency", str(latency),
+             "--tool-calls", str(tool_calls), "--seed", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        wait_http(self.url + "/models")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class PrefectServer:
+    """A separate Prefect server, as a deployment has: its CPU is not the flow's."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        self.proc = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        wait_http(self.url + "/health", timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, api_url: str | None,
+             home: Path) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    else:
+        env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
+           "--base-url", sim.url, "--num-samples", str(samples), "--max-concurrency", str(concurrency),
+           "--max-turns", "6", "--timeout", "600"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time and peak memory
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"geodistil run exited {proc.returncode}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024,
+            "summary": summary}
+
+
+def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
+    """The old design: 8 threads, each with its own client and loop, results collected in order."""
+    import threading
+
+    from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
+    from geodistil.data import DatasetSpec, open_dataset
+    from geodistil.generate import run_one
+    from geodistil.rollout import RolloutContext
+    from geodistil.store import TraceStore
+
+    settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.url, timeout_s=600),
+                               generation=GenerationConfig(max_turns=6, max_concurrency=8))
+    ds = open_dataset(DatasetSpec(path=dataset))
+    store = TraceStore(str(out))
+    local = threading.local()
+
+    def one(index: int):
+        if not hasattr(local, "loop"):
+            local.loop = asyncio.new_event_loop()
+            local.ctx = RolloutContext.create(settings, max_connections=1)
+        return local.loop.run_until_complete(run_one(ds, index, 0, local.ctx, store))
+
+    cpu0, start = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        records = list(pool.map(one, range(samples)))  # ordered collection
+    return {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu0,
+            "turns": sum(r.num_turns for r in records) / len(records)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument("--tool-calls", type=int, default=2, help="tool calls per conversation (turns = this + 1)")
+    parser.add_argument("--concurrency", default="8,64,256,1024")
+    parser.add_argument("--baseline-samples", type=int, default=None, help="default: --samples")
+    parser.add_argument("--scale-samples", type=int, default=0, help="also run this many at near-zero latency")
+    parser.add_argument("--ephemeral", action="store_true", help="use Prefect's in-process ephemeral API")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="geodistil-bench-"))
+    cache = ROOT / "bench" / ".cache"
+    cache.mkdir(exist_ok=True)
+    turns = args.tool_calls + 1
+    dataset = make_dataset(cache / f"demo{args.samples}", args.samples)
+    server = None if args.ephemeral else PrefectServer(work / "prefect-home")
+    api_url = server.url if server else None
+    rows = []
+    try:
+        sim = Sim(args.latency, args.tool_calls)
+        try:
+            base_n = args.baseline_samples or args.samples
+            baseline = run_baseline(dataset, work / "baseline", sim, base_n)
+            base_ideal = turns * args.latency * math.ceil(base_n / 8)
+            # per-sample baseline time, scaled to --samples if the baseline ran fewer
+            base_wall = baseline["wall"] * args.samples / base_n
+            rows.append(("baseline threads=8", 8, baseline["wall"], base_ideal, baseline["cpu"], None, base_n,
+                         baseline["turns"], None))
+            for c in (int(x) for x in args.concurrency.split(",")):
+                out = work / f"flow-c{c}"
+                requests0 = sim_stats(sim.url)["requests"]
+                r = run_flow(dataset, out, sim, c, args.samples, api_url, work / "prefect-home")
+                sample_turns = sim_stats(sim.url)["requests"] - requests0
+                ideal = turns * args.latency * math.ceil(args.samples / c)
+                rows.append((f"flow c={c}", c, r["wall"], ideal, r["cpu"], r["peak_mb"], args.samples,
+                             sample_turns / args.samples, base_wall / r["wall"]))
+        finally:
+            sim.stop()
+        print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, "
+              f"Prefect API: {'ephemeral (in-process)' if args.ephemeral else 'separate server'}")
+        print(f"{'run':22} {'wall s':>8} {'ideal s':>8} {'wall/ideal':>10} {'CPU ms/sample-turn':>19} "
+              f"{'peak MB':>8} {'x baseline':>10}")
+        for name, c, wall, ideal, cpu, peak, n, t, speedup in rows:
+            print(f"{name:22} {wall:8.1f} {ideal:8.1f} {wall / ideal:10.2f} {cpu / (n * t) * 1000:19.2f} "
+                  f"{(f'{peak:.0f}' if peak else '-'):>8} {(f'{speedup:.1f}' if speedup else '-'):>10}")
+        if args.scale_samples:
+            scale_dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
+            sim = Sim(0.0, args.tool_calls)
+            try:
+                r = run_flow(scale_dataset, work / "scale", sim, 256, args.scale_samples, api_url,
+                             work / "prefect-home")
+            finally:
+                sim.stop()
+            print(f"\nscale: {args.scale_samples} samples at ~0 latency: {r['wall']:.0f}s, "
+                  f"{args.scale_samples / r['wall']:.1f} samples/s, peak {r['peak_mb']:.0f} MB, "
+                  f"{r['summary']['total']} traces")
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
