@@ -1,0 +1,95 @@
+"""Overhead of the code sandbox per call, next to a plain in-process ``exec`` of the same code.
+
+    python bench/bench_sandbox.py [--calls 60] [--workers 2]
+
+A 1024x768 RGB image, a warm pool, calls one after another (latency, not throughput). The
+overhead of a call is its sandbox time minus the in-process median for the same code; the
+target is a median overhead of at most 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from geodistil import sandbox
+
+CODES = {
+    "identity": "result_image = image",
+    "crop+contrast": ("box = (100, 80, 900, 680)\n"
+                      "result_image = ImageEnhance.Contrast(image.crop(box)).enhance(1.8)"),
+    "numpy threshold": ("a = np.asarray(image.convert('L'), dtype=np.float32)\n"
+                        "result_image = Image.fromarray(((a > a.mean()) * 255).astype(np.uint8))"),
+}
+TARGET_MEDIAN_MS = 50.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _in_process(code: str, image: Image.Image) -> None:
+    namespace = {"image": image, "Image": Image, "ImageOps": ImageOps, "ImageEnhance": ImageEnhance,
+                 "ImageFilter": ImageFilter, "ImageDraw": ImageDraw, "np": np, "math": math}
+    exec(compile(code, "<code>", "exec"), namespace)  # noqa: S102 - the baseline being measured
+    assert isinstance(namespace["result_image"], Image.Image)
+
+
+def _sandboxed(code: str, image: Image.Image) -> None:
+    result = sandbox.run_code(code, image)
+    assert result.ok, result.error
+
+
+def _timings_ms(run: object, code: str, image: Image.Image, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run(code, image)  # type: ignore[operator]
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    sandbox.configure(workers=args.workers)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8), "RGB")
+
+    start = time.perf_counter()
+    report = sandbox.sandbox_check()
+    print(f"pool start + probe: {(time.perf_counter() - start) * 1000:.0f} ms; all layers active: {report.ok}")
+    for code in CODES.values():  # warm: every zygote ready, every code path touched once
+        for _ in range(args.workers * 2):
+            _sandboxed(code, image)
+
+    header = f"{'code':<16} {'exec med':>9} {'exec p90':>9} {'sandbox med':>12} {'sandbox p90':>12} " \
+             f"{'overhead med':>13} {'overhead p90':>13} {'ratio':>6}"
+    print(f"\n1024x768 RGB, {args.calls} calls each, ms\n{header}\n{'-' * len(header)}")
+    overheads: list[float] = []
+    for label, code in CODES.items():
+        base = _timings_ms(_in_process, code, image, args.calls)
+        boxed = _timings_ms(_sandboxed, code, image, args.calls)
+        base_med = statistics.median(base)
+        over = [t - base_med for t in boxed]
+        overheads += over
+        print(f"{label:<16} {base_med:>9.2f} {_percentile(base, 0.9):>9.2f} {statistics.median(boxed):>12.2f} "
+              f"{_percentile(boxed, 0.9):>12.2f} {statistics.median(over):>13.2f} {_percentile(over, 0.9):>13.2f} "
+              f"{statistics.median(boxed) / base_med:>6.1f}x")
+    median = statistics.median(overheads)
+    verdict = "meets" if median <= TARGET_MEDIAN_MS else "MISSES"
+    print(f"\nall calls: median overhead {median:.2f} ms, p90 {_percentile(overheads, 0.9):.2f} ms "
+          f"({verdict} the {TARGET_MEDIAN_MS:g} ms target)")
+    sandbox.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Layer "seccomp": a syscall filter (pyseccomp over Debian's libseccomp2) that the child loads last.
+
+Default allow, with EPERM for everything a geolocation image script has no business doing:
+sockets, starting processes or programs, opening files for writing or changing the file
+system, tracing or signalling other processes, and the kernel's larger attack surfaces
+(io_uring, bpf, mount, namespaces, keyrings, modules). The EPERM reaches the code as a clean
+``PermissionError`` it can report. Syscalls of another architecture (i386 ``int 0x80``, x32)
+kill the process, so they cannot be used to step around the rules.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pyseccomp as sc
+
+_DENIED = (
+    # network
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg", "setsockopt",
+    # processes and programs (threads go through clone, handled below)
+    "fork", "vfork", "execve", "execveat",
+    # other processes
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
+    "pidfd_send_signal", "kcmp", "perf_event_open",
+    # the file system beyond reading what is already open
+    "creat", "open_by_handle_at", "name_to_handle_at", "mknod", "mknodat", "link", "linkat",
+    "symlink", "symlinkat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir",
+    "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown",
+    "fchownat", "truncate", "ftruncate", "utime", "utimes", "utimensat", "futimesat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "memfd_create", "memfd_secret",
+    # kernel attack surface and privileges
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "userfaultfd",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "keyctl", "add_key", "request_key", "init_module", "finit_module", "delete_module",
+    "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog",
+    "personality", "prctl", "seccomp",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
+    "setfsuid", "setfsgid", "capset",
+)
+
+_CLONE_THREAD = 0x00010000
+# open(2) flags that write or create; any of them set means EPERM
+_WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC)
+
+
+def _rule(flt: sc.SyscallFilter, action: int, name: str, *args: sc.Arg) -> None:
+    # -1 is libseccomp's "no such syscall on this architecture" (e.g. open or fork on arm64)
+    if sc.resolve_syscall(sc.Arch.NATIVE, name) == -1:
+        return
+    flt.add_rule(action, name, *args)
+
+
+def install(own_pid: int) -> tuple[bool, str]:
+    """Load the filter on this (single-threaded) process. Returns (active, detail)."""
+    try:
+        flt = sc.SyscallFilter(sc.ALLOW)
+        flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+        deny = sc.ERRNO(errno.EPERM)
+        for name in _DENIED:
+            _rule(flt, deny, name)
+        # a process-creating clone lacks CLONE_THREAD; clone3 hides its flags in memory the
+        # filter cannot read, so it answers ENOSYS and glibc falls back to plain clone
+        _rule(flt, deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+        _rule(flt, sc.ERRNO(errno.ENOSYS), "clone3")
+        _rule(flt, sc.ERRNO(errno.ENOSYS), "openat2")  # flags hidden in a struct, as above
+        for flag in _WRITE_FLAGS:
+            _rule(flt, deny, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
+            _rule(flt, deny, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
+        # signals only to itself: never to the zygote, geodistil or another job's child
+        for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+            _rule(flt, deny, name, sc.Arg(0, sc.NE, own_pid, 0))
+        flt.load()
+    except OSError as exc:
+        return False, f"could not load the filter: {exc}"
+    return True, f"{len(_DENIED)} syscalls denied; write-opens, process clones, signals to others denied"

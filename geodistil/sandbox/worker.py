@@ -1,0 +1,174 @@
+"""The zygote: a warm, clean process that forks one locked-down child per job.
+
+Layer "clean process": the pool starts this module with ``subprocess`` (never a fork of the
+geodistil process, which holds the API key and open connections), with an environment built
+from nothing (see ``pool.ZYGOTE_ENV``), in its own session so terminal signals miss it.
+
+It imports numpy, PIL and their lazily loaded parts once, before any job: after lockdown a
+child cannot open a file, so a first-time import there would fail. Then, per job, it reads
+the job into memory (the child inherits it copy-on-write: the pixels are not copied again),
+forks, lets the child lock itself down and run the code, and enforces the layer
+"wall-clock deadline": at ``timeout_s`` the child is killed. The zygote then reaps it and
+replies with its verdict and the child's bytes. Jobs come one at a time; the pool runs
+several zygotes for parallelism.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import os
+import select
+import signal
+import time
+
+from geodistil.sandbox import runner
+from geodistil.sandbox.lockdown import lock_down, layer_bits
+from geodistil.sandbox.protocol import (
+    JOB_ALLOW_WEAK, JOB_PROBE, MAX_RESULT_BYTES, READY, RESULT_HEADER_BYTES, STATUS_INTERNAL, STATUS_PROBE,
+    STATUS_REFUSED, VERDICT_EXITED, VERDICT_OVERSIZE, VERDICT_RESULT, VERDICT_SIGNALED, VERDICT_TIMEOUT, Job,
+    Result, encode_result, read_job, reply_header, result_length, write_all,
+)
+
+_CHILD_FAILED = 70  # the child's exit status when it could not even report
+
+
+def preload() -> None:
+    """Import and exercise everything the code may touch, while files can still be opened."""
+    import numpy as np
+    import numpy.fft  # noqa: F401
+    import numpy.linalg  # noqa: F401
+    from PIL import (  # noqa: F401
+        Image, ImageChops, ImageColor, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageMath,
+        ImageOps, ImageStat,
+    )
+
+    Image.init()  # every format plugin, so Image.open(BytesIO) works without a file lookup
+    sample = Image.new("RGB", (16, 16), (10, 20, 30))
+    ImageDraw.Draw(sample).text((1, 1), "a", fill=(255, 255, 255))  # loads the default font
+    ImageOps.autocontrast(ImageOps.grayscale(sample.filter(ImageFilter.GaussianBlur(1))))
+    ImageEnhance.Contrast(sample).enhance(1.5)
+    np.fft.fft2(np.asarray(sample, dtype=np.float64)[..., 0])
+    np.linalg.svd(np.eye(3))
+    np.random.default_rng(0).random(3)
+    time.localtime()  # reads the time zone file once
+    for name in ("collections", "colorsys", "functools", "itertools", "statistics", "string", "re"):
+        __import__(name)
+
+
+def _child(job: Job, result_fd: int, zygote_pid: int) -> None:
+    """The forked child: lock down, run, write the Result, exit. Never returns to the zygote loop."""
+    status = _CHILD_FAILED
+    try:
+        layers = lock_down(zygote_pid=zygote_pid, keep_fd=result_fd, timeout_s=job.timeout_s,
+                           memory_bytes=job.memory_bytes)
+        bits = layer_bits(layers)
+        missing = [s for s in layers if not s.active]
+        if job.flags & JOB_PROBE:
+            report = json.dumps([{"name": s.name, "active": s.active, "detail": s.detail} for s in layers])
+            result = Result(STATUS_PROBE, bits, report, "")
+        elif missing and not job.flags & JOB_ALLOW_WEAK:
+            reasons = "; ".join(f"{s.name}: {s.detail}" for s in missing)
+            result = Result(STATUS_REFUSED, bits, "", f"sandbox layers unavailable, code not run ({reasons})")
+        else:
+            result = runner.run(job, bits)
+        write_all(result_fd, encode_result(result))
+        status = 0
+    except BaseException as exc:  # noqa: BLE001 - report anything, then exit below
+        try:
+            write_all(result_fd, encode_result(Result(STATUS_INTERNAL, 0, "", f"{type(exc).__name__}: {exc}")))
+        except BaseException:  # noqa: BLE001 - the pipe is gone; the exit status says enough
+            pass
+    finally:
+        os._exit(status)
+
+
+def _wait_exit(pid: int, pidfd: int, deadline: float) -> tuple[int, int]:
+    """The verdict on a child that closed its pipe without a complete Result."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not select.select([pidfd], [], [], remaining)[0]:
+        return VERDICT_TIMEOUT, 0
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return VERDICT_SIGNALED, os.WTERMSIG(status)
+    return VERDICT_EXITED, os.WEXITSTATUS(status)
+
+
+def _collect(pid: int, pidfd: int, result_fd: int, deadline: float) -> tuple[int, int, bytearray]:
+    """Read the child's Result until it is complete, the child ends, or the deadline passes.
+
+    The reply goes out as soon as the announced length has arrived, not after the child's
+    exit: tearing down a forked address space takes milliseconds nobody needs to wait for.
+    """
+    buf = bytearray()
+    expected: int | None = None
+    while expected is None or len(buf) < expected:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return VERDICT_TIMEOUT, 0, bytearray()
+        if not select.select([result_fd], [], [], remaining)[0]:
+            continue
+        data = os.read(result_fd, 1 << 20)
+        if not data:
+            verdict, code = _wait_exit(pid, pidfd, deadline)
+            return verdict, code, bytearray()
+        buf += data
+        if expected is None and len(buf) >= RESULT_HEADER_BYTES:
+            expected = result_length(buf)
+            if expected > MAX_RESULT_BYTES:
+                return VERDICT_OVERSIZE, 0, bytearray()
+    return VERDICT_RESULT, 0, buf
+
+
+def _supervise(job: Job, reply_out: int) -> None:
+    read_fd, write_fd = os.pipe()
+    try:  # a 1 MiB pipe moves a 1024x768 result in three reads instead of forty
+        fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
+    start = time.monotonic()
+    zygote_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _child(job, write_fd, zygote_pid)
+    os.close(write_fd)
+    pidfd = os.pidfd_open(pid)
+    try:
+        verdict, code, payload = _collect(pid, pidfd, read_fd, start + job.timeout_s)
+        write_all(reply_out, [reply_header(job.job_id, verdict, code, time.monotonic() - start, len(payload)),
+                              payload])
+    finally:
+        # the child is done, late or misbehaving: it goes now (by pidfd, never a recycled pid)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # already reaped by _wait_exit
+            pass
+        os.close(pidfd)
+        os.close(read_fd)
+
+
+def _claim_protocol_fds() -> tuple[int, int]:
+    """Move the protocol pipes off fds 0 and 1, so a stray print cannot corrupt a frame."""
+    job_in, reply_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    return job_in, reply_out
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when zygotes end
+    job_in, reply_out = _claim_protocol_fds()
+    preload()
+    write_all(reply_out, [READY])
+    gc.collect()
+    gc.freeze()  # children touching refcounts is enough copy-on-write; a GC pass over the whole heap is not
+    while (job := read_job(job_in)) is not None:
+        _supervise(job, reply_out)
+
