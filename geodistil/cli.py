@@ -212,6 +212,19 @@ def check_api(
         raise typer.Exit(1)
 
 
+@app.command("view")
+def view(
+    output: str = typer.Argument(..., help="trace folder or s3://bucket/prefix"),
+    port: int = typer.Option(8765, "--port", "-p", min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (the default keeps it on this machine)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset to replay images from (default: the traces' own)"),
+) -> None:
+    """Serve a web page over a trace store: the list, each conversation, its images and a world map."""
+    from geodistil.viewer import serve
+
+    serve(output, host=host, port=port, dataset=dataset, storage_options=_storage_options_from_env(output))
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 
