@@ -12,7 +12,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from geodistil.trace import ImagePart, Message, ToolCallRecord, Trace
+from geodistil.trace import ImagePart, ToolCallRecord, Trace
 from geodistil.viewer.images import Rebuilt
 from geodistil.viewer.worldmap import map_view
 
@@ -35,7 +35,8 @@ class ToolCard:
     output: ImageView | None = None
     box: dict[str, float] | None = None  # percent of the input image: left, top, width, height
     box_px: list[int] | None = None
-    angle: float | None = None
+    angle: float | None = None  # as applied (normalised to [0, 360))
+    asked_angle: float | None = None  # as the teacher wrote it
     code: str | None = None
 
 
@@ -95,16 +96,16 @@ def tool_card(call: ToolCallRecord, trace: Trace, rebuilt: Rebuilt) -> ToolCard:
         card.box_px = resolved["box_px"]
         card.box = _box_percent(resolved["box_px"], card.input.size)
     if call.tool_name == ROTATE:
-        angle = resolved.get("angle_deg", call.tool_arguments.get("angle"))
-        card.angle = float(angle) if isinstance(angle, (int, float)) and not isinstance(angle, bool) else None
+        card.angle = _number(resolved.get("angle_deg", call.tool_arguments.get("angle")))
+        card.asked_angle = _number(call.tool_arguments.get("angle"))
     if call.tool_name == CODE:
         code = call.tool_arguments.get("code")
         card.code = code if isinstance(code, str) else None
     return card
 
 
-def _message_text(message: Message) -> str:
-    return message.text()
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def blocks(trace: Trace, rebuilt: Rebuilt) -> list[Block]:
@@ -118,7 +119,7 @@ def blocks(trace: Trace, rebuilt: Rebuilt) -> list[Block]:
     for message in trace.messages:
         if message.role == "assistant":
             turn += 1
-        block = Block(role=message.role, turn=turn, text=_message_text(message), reasoning=message.reasoning)
+        block = Block(role=message.role, turn=turn, text=message.text(), reasoning=message.reasoning)
         if isinstance(message.content, list):
             for part in message.content:
                 if isinstance(part, ImagePart):

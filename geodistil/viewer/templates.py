@@ -13,7 +13,7 @@ CSS = """
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1d2330;--muted:#667085;--line:#e4e7ec;--accent:#2f6fde;
 --good:#1a7f37;--bad:#c62828;--warn:#b26a00;--sea:#dfeaf5;--land:#f2efe6;--border:#b9b3a3}
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);background:var(--bg)}
+body{margin:0;font:14px/1.45 -apple-system,"Segoe UI",Roboto,"Noto Sans","DejaVu Sans","Liberation Sans",Arial,sans-serif;color:var(--ink);background:var(--bg)}
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 header.top{display:flex;gap:16px;align-items:center;padding:10px 20px;background:#1d2330;color:#fff}
 header.top a{color:#cfe0ff}header.top .brand{font-weight:700;color:#fff}
@@ -52,17 +52,16 @@ pre{background:#f3f4f6;padding:8px;border-radius:6px;overflow:auto;font-size:12p
 pre.code{background:#101828;color:#e4e7ec}
 .tool{border:1px solid var(--line);border-radius:8px;padding:8px 12px;margin:8px 0;background:#fcfcfd}
 .tool.failed{border-color:#f5c2c2;background:#fffafa}
-.flow{display:flex;gap:14px;align-items:flex-start;flex-wrap:wrap}
+.flow{display:flex;gap:14px;align-items:center;flex-wrap:wrap}.arrow{font-size:22px;color:var(--muted)}
 figure{margin:6px 0;display:inline-block;vertical-align:top}
 figcaption{font-size:12px;color:var(--muted)}
-.imgbox{position:relative;display:inline-block;line-height:0}
-.imgbox img{max-width:100%;border-radius:4px;border:1px solid var(--line)}
-.imgbox img.big{max-width:min(100%,640px)}.imgbox img.mid{max-width:320px}.imgbox img.thumb{max-width:120px}
-.zoombox{position:absolute;border:2px solid #ff2d55;box-shadow:0 0 0 1px #fff,0 0 0 9999px rgba(0,0,0,.25);pointer-events:none}
+.imgbox{position:relative;display:inline-block;line-height:0;overflow:hidden;border-radius:4px}
+.imgbox img{max-width:100%;height:auto;display:block;border:1px solid var(--line)}
+.imgbox img.big{max-width:min(100%,640px)}.imgbox img.mid{max-width:270px}.imgbox img.thumb{max-width:120px}
+.zoombox{position:absolute;border:2px solid #ff2d55;outline:1px solid #fff;box-shadow:0 0 0 9999px rgba(0,0,0,.3);pointer-events:none}
 .check.ok{color:var(--good)}.check.bad{color:var(--bad);font-weight:700}.check.unknown{color:var(--warn)}
 svg.worldmap{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:var(--sea);display:block}
-svg .land{fill:var(--land);stroke:var(--border);stroke-width:.6;vector-effect:non-scaling-stroke}
-svg .grat{stroke:#c5d6e8;stroke-width:.5;vector-effect:non-scaling-stroke;fill:none}
+svg .grat line{stroke:#c5d6e8;stroke-width:.5;vector-effect:non-scaling-stroke;fill:none}
 svg .arc{stroke:#c62828;stroke-width:1.8;stroke-dasharray:5 3;fill:none;vector-effect:non-scaling-stroke}
 svg .truth-marker{fill:#1a7f37;stroke:#fff;stroke-width:1.5;vector-effect:non-scaling-stroke}
 svg .prediction-marker{fill:#c62828;stroke:#fff;stroke-width:1.5;vector-effect:non-scaling-stroke}
@@ -121,8 +120,8 @@ LIST = """{% extends "base.html" %}
 {% if result.page < result.pages %}<a rel="next" href="/{{ q.url_query(page=result.page + 1) }}">next ›</a> <a href="/{{ q.url_query(page=result.pages) }}">last »</a>{% endif %}</span>{% endmacro %}
 """
 
-IMG = """{% macro img(name, view, cls='big', box=none) %}<figure id="img-{{ view.ref }}"><div class="imgbox">
-<img class="{{ cls }}" src="/image/{{ name }}/{{ view.ref }}.png" alt="image {{ view.ref }}" loading="lazy"
+IMG = """{% macro img(name, view, cls='big', box=none, role='msg') %}<figure class="fig-{{ role }}"{% if role == 'out' %} id="img-{{ view.ref }}"{% endif %}><div class="imgbox">
+<img class="{{ cls }}" src="/image/{{ name }}/{{ view.ref }}.png" alt="image {{ view.ref }}"
  {% if view.size %}width="{{ view.size[0] }}" height="{{ view.size[1] }}"{% endif %}>
 {% if box %}<div class="zoombox" style="left:{{ '%.3f' % box.left }}%;top:{{ '%.3f' % box.top }}%;width:{{ '%.3f' % box.width }}%;height:{{ '%.3f' % box.height }}%"></div>{% endif %}
 </div><figcaption>image {{ view.ref }}{% if view.size %} · {{ view.size[0] }}×{{ view.size[1] }}{% endif %}
@@ -172,12 +171,12 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
  {% for c in b.cards %}<div class="tool{% if not c.call.success %} failed{% endif %}" data-tool="{{ c.call.tool_name }}">
   <div><b>#{{ c.call.index }} {{ c.call.tool_name }}</b> {% if c.call.success %}<span class="badge ok">ok</span>{% else %}<span class="badge err">failed</span>{% endif %}
   <span class="muted">{{ '%.0f' % c.call.duration_ms }} ms{% if c.call.input_ref is not none %} · image {{ c.call.input_ref }}{% endif %}{% if c.call.output_ref is not none %} → image {{ c.call.output_ref }}{% endif %}</span></div>
-  {% if c.angle is not none %}<div class="angle">rotation <b>{{ '%g' % c.angle }}°</b> counter-clockwise</div>{% endif %}
+  {% if c.angle is not none %}<div class="angle">rotation <b>{{ '%g' % c.angle }}°</b> counter-clockwise{% if c.asked_angle is not none and c.asked_angle != c.angle %} <span class="muted">(asked {{ '%g' % c.asked_angle }}°)</span>{% endif %}</div>{% endif %}
   {% if c.box_px %}<div>box <span class="mono">{{ c.box_px }}</span> px on image {{ c.call.input_ref }}</div>{% endif %}
   {% if c.code %}<pre class="code">{{ c.code }}</pre>{% else %}<details><summary>arguments</summary><pre>{{ c.arguments }}</pre></details>{% endif %}
   {% if c.call.output_text %}<div class="muted">output</div><pre>{{ c.call.output_text }}</pre>{% endif %}
   {% if c.call.error %}<p class="error">{{ c.call.error }}</p>{% endif %}
-  <div class="flow">{% if c.input and c.box %}{{ img(name, c.input, 'mid', c.box) }}{% endif %}{% if c.output %}{{ img(name, c.output, 'mid') }}{% endif %}</div>
+  <div class="flow">{% if c.input %}{{ img(name, c.input, 'mid', c.box, 'in') }}{% endif %}{% if c.output %}<div class="arrow">→</div>{{ img(name, c.output, 'mid', none, 'out') }}{% endif %}</div>
  </div>{% endfor %}
 </div>{% endfor %}
 </div>
@@ -191,9 +190,9 @@ document.addEventListener('keydown', function (e) {
 });
 </script>{% endblock %}
 {% macro worldmap(m, id, viewbox) %}<svg class="worldmap" id="{{ id }}" viewBox="{{ viewbox }}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="truth and prediction on a world map">
-{% if id == 'map-world' %}<defs><path id="land-shape" class="land" d="{{ land }}"/></defs>{% endif %}
+{% if id == 'map-world' %}<defs><path id="land-shape" d="{{ land }}" fill="#f2efe6" stroke="#a8a08c" stroke-width="0.6" stroke-linejoin="round" vector-effect="non-scaling-stroke"/></defs>{% endif %}
 <g class="grat">{% for x in range(30, 360, 30) %}<line x1="{{ x }}" y1="0" x2="{{ x }}" y2="180"/>{% endfor %}{% for y in range(30, 180, 30) %}<line x1="0" y1="{{ y }}" x2="360" y2="{{ y }}"/>{% endfor %}</g>
-<use href="#land-shape"/>
+<use class="land" href="#land-shape"/>
 {% for a in m.arcs %}<polyline class="arc" points="{{ a }}"/>{% endfor %}
 {% set r = (viewbox.split(' ')[2] | float) / 150 %}
 {% if m.truth %}<circle class="truth-marker" cx="{{ '%.3f' % m.truth[0] }}" cy="{{ '%.3f' % m.truth[1] }}" r="{{ '%.3f' % r }}"><title>truth</title></circle>{% endif %}
