@@ -240,3 +240,30 @@ def aggregate_store(store: Any, difficulty: Mapping[int, str] | None = None, wor
             else:
                 agg.add(item.trace, bucket)
     return {"store": store.url, **agg.result(order=(*DIFFICULTIES, "unrated"))}
+
+
+SUMMARY = "summary.json"
+REPORT = "report.html"
+_RUN_KEYS = ("dataset_path", "dataset_fingerprint", "settings_fingerprint", "generated", "reused")
+
+
+def run_aggregate(store: Any, difficulty: Mapping[int, str] | None = None, report: bool = True,
+                  workers: int = 8) -> dict[str, Any]:
+    """Summarise a store and write ``summary.json`` (and ``report.html``) into it.
+
+    The generation run's own facts (dataset fingerprint, settings fingerprint, how many traces
+    it generated or reused) are kept from an earlier ``summary.json`` of the store.
+    """
+    summary = aggregate_store(store, difficulty, workers)
+    if store.exists(SUMMARY):
+        try:
+            earlier = store.read_json(SUMMARY)
+        except ValueError:
+            earlier = {}
+        summary.update({k: earlier[k] for k in _RUN_KEYS if isinstance(earlier, dict) and k in earlier})
+    store.write_json(SUMMARY, summary)
+    if report:
+        from geodistil.report import render_report
+
+        store.write_bytes(REPORT, render_report(summary).encode())
+    return summary
