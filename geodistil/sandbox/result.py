@@ -67,5 +67,5 @@ def interpret(reply: Reply, *, timeout_s: float, memory_bytes: int, allow_weak: 
         return _failure(result.error, reply, result.stdout)
     if result.status != STATUS_OK:
         raise SandboxError(f"the sandbox child failed before running the code: {result.error or result.status}")
-    image = Image.frombytes(result.mode, (result.width, result.height), bytes(result.pixels))
+    image = Image.frombytes(result.mode, (result.width, result.height), result.pixels)
     return SandboxResult(True, image, result.stdout, None, reply.elapsed_s)

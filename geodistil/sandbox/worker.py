@@ -95,30 +95,41 @@ def _wait_exit(pid: int, pidfd: int, deadline: float) -> tuple[int, int]:
     return VERDICT_EXITED, os.WEXITSTATUS(status)
 
 
+def _read_into(fd: int, view: memoryview, deadline: float) -> int | None:
+    """Bytes read into ``view`` (0 at end of stream), or None once the deadline has passed."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], remaining)[0]:
+            return os.readv(fd, [view])
+    return None
+
+
 def _collect(pid: int, pidfd: int, result_fd: int, deadline: float) -> tuple[int, int, bytearray]:
     """Read the child's Result until it is complete, the child ends, or the deadline passes.
 
     The reply goes out as soon as the announced length has arrived, not after the child's
     exit: tearing down a forked address space takes milliseconds nobody needs to wait for.
     """
-    buf = bytearray()
-    expected: int | None = None
-    while expected is None or len(buf) < expected:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    head = bytearray(RESULT_HEADER_BYTES)
+    target, got = head, 0
+    while True:
+        count = _read_into(result_fd, memoryview(target)[got:], deadline)
+        if count is None:
             return VERDICT_TIMEOUT, 0, bytearray()
-        if not select.select([result_fd], [], [], remaining)[0]:
-            continue
-        data = os.read(result_fd, 1 << 20)
-        if not data:
+        if count == 0:
             verdict, code = _wait_exit(pid, pidfd, deadline)
             return verdict, code, bytearray()
-        buf += data
-        if expected is None and len(buf) >= RESULT_HEADER_BYTES:
-            expected = result_length(buf)
-            if expected > MAX_RESULT_BYTES:
-                return VERDICT_OVERSIZE, 0, bytearray()
-    return VERDICT_RESULT, 0, buf
+        got += count
+        if got < len(target):
+            continue
+        if target is not head:
+            return VERDICT_RESULT, 0, target
+        expected = result_length(head)
+        if expected > MAX_RESULT_BYTES:
+            return VERDICT_OVERSIZE, 0, bytearray()
+        target = bytearray(expected)  # one buffer of the announced size: no regrowth copies
+        target[:got] = head
+        if got == expected:
+            return VERDICT_RESULT, 0, target
 
 
 def _supervise(job: Job, reply_out: int) -> None:
