@@ -62,15 +62,20 @@ def client(sim: SimServer) -> Iterator[openai.OpenAI]:
 
 
 def run_conversation(client: openai.OpenAI, clues: str, image: Image.Image, max_turns: int = 6) -> str:
-    """Play the rollout's part: apply each zoom for real, send its image back, until an answer."""
+    """Play the rollout's part: apply each tool call for real, send its image back, until an answer."""
+    return converse(client, clues, image, max_turns)[0]
+
+
+def converse(client: openai.OpenAI, clues: str, image: Image.Image, max_turns: int = 6) -> tuple[str, int]:
+    """The final answer and the number of tool-call turns before it."""
     tool_specs = specs()
     messages = first_messages(clues, image, tool_specs)
     images = [image]
-    for _ in range(max_turns):
+    for turn in range(max_turns):
         content = ask(client, messages).choices[0].message.content or ""
         calls = parse_text_tool_calls(content)
         if not calls:
-            return content
+            return content, turn
         messages.append({"role": "assistant", "content": content})
         parts: list[dict[str, Any]] = []
         for call in calls:
@@ -193,6 +198,14 @@ def test_models_lists_the_simulated_teacher(client: openai.OpenAI) -> None:
 def test_a_request_without_messages_is_a_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         ask(client, [])
+
+
+def test_tool_calls_option_fixes_the_number_of_tool_turns() -> None:
+    with SimServer(SimConfig(port=0, tool_calls=2)) as sim, \
+            openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+        for k in range(5):
+            answer, tool_turns = converse(c, f"A road sign reads 'Oslo {k} km'.", Image.new("RGB", (640, 480)))
+            assert tool_turns == 2 and parse_answer(answer) is not None
 
 
 def test_429_carries_retry_after() -> None:

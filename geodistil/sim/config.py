@@ -30,6 +30,8 @@ class SimConfig(BaseModel):
     rate_no_box: float = Field(0.0, **_RATE, description="share of answers without \\boxed{}")
     tool_style: Literal["text", "native"] = Field(
         "text", description="text: <tool_call> JSON in the content; native: OpenAI tool_calls")
+    tool_calls: int | None = Field(
+        None, ge=0, le=10, description="tool-call turns per conversation before the answer (default: 0-3, drawn)")
     seed: int = Field(0, description="seeds the answers (with the request content) and the fault draws")
 
     @model_validator(mode="after")

@@ -121,12 +121,15 @@ def _boxed(rng: random.Random, g: Guess) -> str:
     return f"\\boxed{{{g.lat:.4f}, {g.lon:.4f}}}"
 
 
-def respond(conv: Conversation, seed: int, malformed: bool = False, no_box: bool = False) -> Reply:
-    """This turn's reply; ``malformed`` / ``no_box`` are faults drawn by the server."""
+def respond(conv: Conversation, seed: int, *, tool_calls: int | None = None,
+            malformed: bool = False, no_box: bool = False) -> Reply:
+    """This turn's reply; ``tool_calls`` fixes the plan (load tests want a known number of turns),
+    ``malformed`` / ``no_box`` are faults drawn by the server."""
     rng = _turn_rng(conv, seed)
     if malformed:
         return _malformed(rng, conv)
-    if not no_box and conv.assistant_turns < planned_tool_calls(conv, seed):
+    plan = planned_tool_calls(conv, seed) if tool_calls is None else tool_calls
+    if not no_box and conv.assistant_turns < plan:
         planned = _tool_call(rng, conv)
         if planned is not None:
             return Reply(planned[0], planned[1], "tool_calls")
