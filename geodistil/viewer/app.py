@@ -13,6 +13,7 @@ from a URL reaches the filesystem: ``../`` or an encoded ``..%2f`` is simply not
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -134,6 +135,14 @@ class Viewer:
                         headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=300"})
 
 
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="#dfeaf5" '
+           'stroke="#2f6fde"/><circle cx="10" cy="6" r="2" fill="#c62828"/></svg>')
+
+
+def _favicon(request: Request) -> Response:
+    return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 def _display_url(url: str) -> str:
     """The store URL as shown on the page: without any user:password@ part."""
     scheme, sep, rest = url.partition("://")
@@ -152,6 +161,8 @@ def create_app(store: TraceStore, dataset: str | None = None) -> Starlette:
         Route("/api/refresh", viewer.refresh, methods=["POST"]),
         Route("/trace/{name}", viewer.trace_page),
         Route("/image/{name}/{ref:int}.png", viewer.image),
+        Route("/favicon.svg", _favicon),
+        Route("/favicon.ico", _favicon),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(GZipMiddleware, minimum_size=2048)])
     app.state.viewer = viewer
@@ -165,6 +176,7 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8765, dataset: str | No
 
     app = create_app(TraceStore(url, storage_options), dataset)
     viewer: Viewer = app.state.viewer
+    threading.Thread(target=land_path, daemon=True).start()  # the map's outlines, ready by the first trace page
     start = time.perf_counter()
     outcome = viewer.index.refresh()
     print(f"indexed {outcome['traces']} traces of {_display_url(url)} in {time.perf_counter() - start:.2f}s")

@@ -8,6 +8,7 @@ escaped text and by ``worldmap.land_path`` from numbers.
 from __future__ import annotations
 
 from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 CSS = """
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1d2330;--muted:#667085;--line:#e4e7ec;--accent:#2f6fde;
@@ -57,7 +58,7 @@ figure{margin:6px 0;display:inline-block;vertical-align:top}
 figcaption{font-size:12px;color:var(--muted)}
 .imgbox{position:relative;display:inline-block;line-height:0;overflow:hidden;border-radius:4px}
 .imgbox img{max-width:100%;height:auto;display:block;border:1px solid var(--line)}
-.imgbox img.big{max-width:min(100%,640px)}.imgbox img.mid{max-width:270px}.imgbox img.thumb{max-width:120px}
+.imgbox img.big{max-width:min(100%,640px)}.imgbox img.mid{max-width:250px}.imgbox img.thumb{max-width:120px}
 .zoombox{position:absolute;border:2px solid #ff2d55;outline:1px solid #fff;box-shadow:0 0 0 9999px rgba(0,0,0,.3);pointer-events:none}
 .check.ok{color:var(--good)}.check.bad{color:var(--bad);font-weight:700}.check.unknown{color:var(--warn)}
 svg.worldmap{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:var(--sea);display:block}
@@ -73,7 +74,7 @@ kbd{font-size:11px;border:1px solid var(--line);border-radius:3px;padding:0 4px;
 
 BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{% block title %}geodistil traces{% endblock %}</title><style>{{ css }}</style></head>
+<title>{% block title %}geodistil traces{% endblock %}</title><link rel="icon" href="/favicon.svg" type="image/svg+xml"><style>{{ css }}</style></head>
 <body><header class="top"><a class="brand" href="/">geodistil traces</a><span class="store">{{ store_url }}</span></header>
 <main>{% block main %}{% endblock %}</main>{% block script %}{% endblock %}</body></html>
 """
@@ -143,7 +144,7 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
  <div><span>distance</span>{{ '%.1f' % trace.distance_km }} km</div>
  <div><span>stop reason</span>{{ trace.stop_reason }}</div>
  <div><span>turns · tool calls</span>{{ trace.num_turns }} · {{ trace.tool_calls_log | length }}</div>
- <div><span>images (hash check)</span><span id="hash-summary">{{ checks_ok }} ✓{% if checks_bad %} · <span class="check bad">{{ checks_bad }} ✗</span>{% endif %}{% if checks | length - checks_ok - checks_bad %} · {{ checks | length - checks_ok - checks_bad }} ?{% endif %}</span></div>
+ <div><span>images (hash check)</span><span id="hash-summary"><span class="check ok">{{ checks_ok }} ✓</span>{% if checks_bad %} · <span class="check bad">{{ checks_bad }} ✗</span>{% endif %}{% if checks | length - checks_ok - checks_bad %} · {{ checks | length - checks_ok - checks_bad }} ?{% endif %}</span></div>
  <div><span>truth</span>{% if trace.ground_truth %}{{ '%.4f' % trace.ground_truth.lat }}, {{ '%.4f' % trace.ground_truth.lon }}{% else %}–{% endif %}</div>
  <div><span>prediction</span>{% if trace.prediction %}{{ '%.4f' % trace.prediction.lat }}, {{ '%.4f' % trace.prediction.lon }}{% else %}<span class="error">none parsed</span>{% endif %}</div>
 </div>
@@ -212,5 +213,5 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.globals["css"] = CSS
+    env.globals["css"] = Markup(CSS)  # a constant: escaping would turn its quotes into entities
     return env
