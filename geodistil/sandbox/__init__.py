@@ -91,7 +91,7 @@ def shutdown() -> None:
 def _probe(pool: ZygotePool, settings: SandboxSettings) -> SandboxReport:
     before, after = parent_layers(10.0)
     try:
-        reply = pool.submit(probe_job(pool.next_job_id(), settings.memory_bytes))
+        reply = pool.submit(*probe_job(pool.next_job_id(), settings.memory_bytes))
         child = parse_probe(reply.payload)
     except (SandboxError, ProtocolError, ValueError) as exc:
         child = [Layer("child_layers", False, f"the probe child failed: {exc}")]
@@ -135,9 +135,8 @@ def run_code(code: str, image: Image.Image, timeout: float = 10.0) -> SandboxRes
     if not report.usable:
         raise SandboxError(f"code sandbox is missing layers {report.missing}; {WEAK_HINT}")
     job = Job(pool.next_job_id(), float(timeout), settings.memory_bytes,
-              JOB_ALLOW_WEAK if settings.allow_weak else 0, code_bytes,
-              wire.mode, wire.width, wire.height, wire.tobytes())
-    reply = pool.submit(job)
+              JOB_ALLOW_WEAK if settings.allow_weak else 0, code_bytes, wire.mode, wire.width, wire.height)
+    reply = pool.submit(job, wire)
     return interpret(reply, timeout_s=timeout, memory_bytes=settings.memory_bytes, allow_weak=settings.allow_weak)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from geodistil.sandbox.protocol import CHILD_LAYERS, JOB_PROBE, STATUS_PROBE, Job, decode_result
 
 PROBE_TIMEOUT_S = 5.0
@@ -53,9 +55,9 @@ class SandboxReport:
         return "\n".join(lines + self.notes)
 
 
-def probe_job(job_id: int, memory_bytes: int) -> Job:
+def probe_job(job_id: int, memory_bytes: int) -> tuple[Job, Image.Image]:
     """A job that applies the layers and reports them: no code, a one-pixel image."""
-    return Job(job_id, PROBE_TIMEOUT_S, memory_bytes, JOB_PROBE, b"", "L", 1, 1, b"\0")
+    return Job(job_id, PROBE_TIMEOUT_S, memory_bytes, JOB_PROBE, b"", "L", 1, 1), Image.new("L", (1, 1))
 
 
 def parse_probe(payload: bytes | bytearray) -> list[Layer]:

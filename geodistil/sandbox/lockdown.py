@@ -10,7 +10,8 @@ The layers, in the order they are applied (each named as in ``protocol.CHILD_LAY
 6. ``no_new_privs``        no setuid binary or file capability can give privileges back.
 7. ``rlimits``             address space, CPU seconds, file size 0, few files, no processes, no core.
 8. ``landlock``            see ``landlock.py``.
-9. ``seccomp``             see ``seccomp.py``; last, because it forbids the calls above.
+9. ``seccomp``             see ``seccomp.py``; last, because it forbids the calls above. The
+                           zygote compiles the filter once; the child only loads it.
 
 Each step reports (active, detail); the caller decides whether a missing layer is acceptable.
 """
@@ -115,7 +116,8 @@ def _rlimits(timeout_s: float, memory_bytes: int) -> tuple[bool, str]:
                   f"{MAX_OPEN_FILES} files, 0 processes, no core")
 
 
-def lock_down(*, zygote_pid: int, keep_fd: int, timeout_s: float, memory_bytes: int) -> list[LayerStatus]:
+def lock_down(*, zygote_pid: int, keep_fd: int, timeout_s: float, memory_bytes: int,
+              seccomp_program: bytes) -> list[LayerStatus]:
     """Apply every layer to this process, in order; one LayerStatus per ``CHILD_LAYERS`` entry."""
     steps = {
         "parent_death_signal": lambda: _parent_death_signal(zygote_pid),
@@ -126,7 +128,7 @@ def lock_down(*, zygote_pid: int, keep_fd: int, timeout_s: float, memory_bytes: 
         "no_new_privs": _no_new_privs,
         "rlimits": lambda: _rlimits(timeout_s, memory_bytes),
         "landlock": landlock.restrict_self,
-        "seccomp": lambda: seccomp.install(os.getpid()),
+        "seccomp": lambda: seccomp.load_program(seccomp_program),
     }
     assert tuple(steps) == CHILD_LAYERS
     statuses = []

@@ -20,9 +20,12 @@ import threading
 import time
 from pathlib import Path
 
+from PIL import Image
+
 import geodistil
 from geodistil.errors import SandboxError
 from geodistil.sandbox.protocol import READY, Job, ProtocolError, Reply, read_exact, read_reply, write_all
+from geodistil.sandbox.wire import raw_strips
 
 # Layer "clean process": the zygote's whole environment. Nothing is inherited (no API key, no
 # proxy settings, no PATH); one BLAS/OpenMP thread, so the child never needs to start threads;
@@ -76,10 +79,12 @@ class Zygote:
             raise ProtocolError("the zygote did not start")
         self._ready = True
 
-    def round_trip(self, job: Job) -> Reply:
+    def round_trip(self, job: Job, image: Image.Image) -> Reply:
         if not self._ready:
             self._wait_ready()
-        write_all(self._job_fd, [job.header(), job.code, job.pixels])
+        write_all(self._job_fd, [job.header(), job.code])
+        for strip in raw_strips(image):  # strips, not one tobytes: no fresh pages for a copy
+            write_all(self._job_fd, [strip])
         reply = read_reply(self._reply_fd, deadline=time.monotonic() + job.timeout_s + REPLY_GRACE_S)
         if reply.job_id != job.job_id:
             raise ProtocolError("reply for another job")
@@ -121,7 +126,8 @@ class ZygotePool:
     def next_job_id(self) -> int:
         return next(self._job_ids) & 0xFFFFFFFF
 
-    def submit(self, job: Job) -> Reply:
+    def submit(self, job: Job, image: Image.Image) -> Reply:
+        """Run one job on an idle zygote; ``image`` must already be in a wire mode of job's size."""
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         zygote = self._idle.get()
@@ -129,7 +135,7 @@ class ZygotePool:
             zygote.kill()
             zygote = Zygote()
         try:
-            return zygote.round_trip(job)
+            return zygote.round_trip(job, image)
         except (OSError, ProtocolError, TimeoutError) as exc:
             zygote.kill()
             zygote = Zygote()

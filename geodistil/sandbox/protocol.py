@@ -104,15 +104,31 @@ class Job:
     mode: str
     width: int
     height: int
-    pixels: bytes | bytearray | memoryview
+    pixels: bytes | bytearray | memoryview = b""  # filled on the zygote's side; the parent streams them
 
     def header(self) -> bytes:
-        return _JOB.pack(_JOB_MAGIC, self.job_id, self.timeout_s, self.memory_bytes, self.flags,
-                         len(self.code), _mode_field(self.mode), self.width, self.height, len(self.pixels))
+        return _JOB.pack(_JOB_MAGIC, self.job_id, self.timeout_s, self.memory_bytes, self.flags, len(self.code),
+                         _mode_field(self.mode), self.width, self.height,
+                         pixel_bytes(self.mode, self.width, self.height))
 
 
-def read_job(fd: int) -> Job | None:
-    """The next job from the parent, or None at end of stream (the parent went away)."""
+class Scratch:
+    """One receive buffer reused job after job: its pages stay mapped, so no fresh page faults."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def view(self, n: int) -> memoryview:
+        if len(self._buffer) < n:
+            self._buffer = bytearray(n)  # a new one: the old may still be exported by a view
+        return memoryview(self._buffer)[:n]
+
+
+def read_job(fd: int, scratch: Scratch) -> Job | None:
+    """The next job from the parent, or None at end of stream (the parent went away).
+
+    The pixels are a view into ``scratch``, valid until the next call.
+    """
     head = read_exact(fd, _JOB.size, eof_ok=True)
     if head is None:
         return None
@@ -123,7 +139,8 @@ def read_job(fd: int) -> Job | None:
     if pix_len != pixel_bytes(mode, width, height):
         raise ProtocolError("job pixel length does not match its layout")
     code = bytes(read_exact(fd, code_len))
-    pixels = read_exact(fd, pix_len)
+    pixels = scratch.view(pix_len)
+    read_into(fd, pixels)
     return Job(job_id, timeout_s, memory, flags, code, mode, width, height, pixels)
 
 
@@ -139,12 +156,16 @@ class Result:
     pixels: bytes | bytearray | memoryview = b""
 
 
-def encode_result(result: Result) -> list[bytes | bytearray | memoryview]:
-    """The child's answer as buffers for one ``writev``-style write (no copy of the pixels)."""
+def encode_result(result: Result, streamed_pixels: int = 0) -> list[bytes | bytearray | memoryview]:
+    """The child's answer as buffers to write in order.
+
+    ``streamed_pixels`` announces pixel bytes the caller writes right after these buffers
+    (the child streams them in strips rather than building one large ``tobytes``).
+    """
     out = result.stdout.encode("utf-8", errors="replace")[:MAX_STDOUT_BYTES]
     err = result.error.encode("utf-8", errors="replace")[:MAX_ERROR_BYTES]
-    head = _RESULT.pack(_RESULT_MAGIC, result.status, result.layers, _mode_field(result.mode),
-                        result.width, result.height, len(out), len(err), len(result.pixels))
+    head = _RESULT.pack(_RESULT_MAGIC, result.status, result.layers, _mode_field(result.mode), result.width,
+                        result.height, len(out), len(err), len(result.pixels) + streamed_pixels)
     return [head, out, err, result.pixels]
 
 
@@ -209,13 +230,18 @@ def read_reply(fd: int, deadline: float) -> Reply:
 
 
 def read_exact(fd: int, n: int, *, deadline: float | None = None, eof_ok: bool = False) -> bytearray | None:
-    """Exactly ``n`` bytes from a pipe, reading straight into one buffer.
+    """Exactly ``n`` bytes from a pipe in a new buffer (see ``read_into``)."""
+    buf = bytearray(n)
+    return buf if read_into(fd, memoryview(buf), deadline=deadline, eof_ok=eof_ok) else None
+
+
+def read_into(fd: int, view: memoryview, *, deadline: float | None = None, eof_ok: bool = False) -> bool:
+    """Fill ``view`` from a pipe; False only at a clean end of stream when ``eof_ok``.
 
     ``deadline`` is a ``time.monotonic()`` instant; past it, TimeoutError. End of stream before
-    the first byte returns None when ``eof_ok``; anywhere else it is a torn frame.
+    the first byte returns False when ``eof_ok``; anywhere else it is a torn frame.
     """
-    buf = bytearray(n)
-    view = memoryview(buf)
+    n = len(view)
     got = 0
     while got < n:
         if deadline is not None:
@@ -225,10 +251,10 @@ def read_exact(fd: int, n: int, *, deadline: float | None = None, eof_ok: bool =
         count = os.readv(fd, [view[got:]])
         if count == 0:
             if got == 0 and eof_ok:
-                return None
+                return False
             raise ProtocolError(f"stream ended after {got} of {n} bytes")
         got += count
-    return buf
+    return True
 
 
 def write_all(fd: int, buffers: list[bytes | bytearray | memoryview]) -> None:

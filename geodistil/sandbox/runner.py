@@ -79,24 +79,26 @@ def _result_problem(value: object) -> str | None:
     return check_size(value.width, value.height)
 
 
-def run(job: Job, layers: int) -> Result:
-    """Execute ``job.code``; every failure becomes an error Result, never an exception."""
+def run(job: Job, image: Image.Image, layers: int) -> tuple[Result, Image.Image | None]:
+    """Execute ``job.code`` on ``image``: the Result, and the image whose pixels the caller sends.
+
+    Every failure becomes an error Result, never an exception.
+    """
     random.seed(RANDOM_SEED)
     np.random.seed(RANDOM_SEED)
     stdout = _CappedText()
     sys.stdout = sys.stderr = stdout
     try:
-        image = Image.frombytes(job.mode, (job.width, job.height), job.pixels)
         namespace = _namespace(image)
         compiled = compile(job.code.decode("utf-8", errors="replace"), CODE_FILENAME, "exec")
         exec(compiled, namespace)  # noqa: S102 - this process is the sandbox
         value = namespace.get("result_image")
         problem = _result_problem(value)
         if problem:
-            return Result(STATUS_CODE_ERROR, layers, stdout.getvalue(), problem)
+            return Result(STATUS_CODE_ERROR, layers, stdout.getvalue(), problem), None
         assert isinstance(value, Image.Image)
         wire = to_wire_image(value)
-        pixels = wire.tobytes()
-        return Result(STATUS_OK, layers, stdout.getvalue(), "", wire.mode, wire.width, wire.height, pixels)
+        wire.load()  # a lazy image must fail here, inside the error handling, not while streaming
+        return Result(STATUS_OK, layers, stdout.getvalue(), "", wire.mode, wire.width, wire.height), wire
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are errors of the code too
-        return Result(STATUS_CODE_ERROR, layers, stdout.getvalue(), _describe(exc, job.memory_bytes))
+        return Result(STATUS_CODE_ERROR, layers, stdout.getvalue(), _describe(exc, job.memory_bytes)), None

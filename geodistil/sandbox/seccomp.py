@@ -1,15 +1,21 @@
-"""Layer "seccomp": a syscall filter (pyseccomp over Debian's libseccomp2) that the child loads last.
+"""Layer "seccomp": a syscall filter (pyseccomp over Debian's libseccomp2), the child's last layer.
 
 Default allow, with EPERM for everything a geolocation image script has no business doing:
 sockets, starting processes or programs, opening files for writing or changing the file
-system, tracing or signalling other processes, and the kernel's larger attack surfaces
-(io_uring, bpf, mount, namespaces, keyrings, modules). The EPERM reaches the code as a clean
+system, tracing or signalling any process, and the kernel's larger attack surfaces (io_uring,
+bpf, mount, namespaces, keyrings, modules). The EPERM reaches the code as a clean
 ``PermissionError`` it can report. Syscalls of another architecture (i386 ``int 0x80``, x32)
 kill the process, so they cannot be used to step around the rules.
+
+libseccomp takes milliseconds to compile the rules, so the zygote compiles them once
+(``compile_program``) and each child only hands the finished BPF program to the kernel
+(``load_program``, one prctl). That is why the filter holds no per-child value such as a pid:
+sending signals is denied outright (the code has no reason to signal even itself).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
@@ -21,7 +27,8 @@ _DENIED = (
     "sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg", "setsockopt",
     # processes and programs (threads go through clone, handled below)
     "fork", "vfork", "execve", "execveat",
-    # other processes
+    # other processes (and signals to any process, this one included)
+    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
     "pidfd_send_signal", "kcmp", "perf_event_open",
     # the file system beyond reading what is already open
@@ -54,26 +61,53 @@ def _rule(flt: sc.SyscallFilter, action: int, name: str, *args: sc.Arg) -> None:
     flt.add_rule(action, name, *args)
 
 
-def install(own_pid: int) -> tuple[bool, str]:
-    """Load the filter on this (single-threaded) process. Returns (active, detail)."""
+def compile_program() -> bytes:
+    """The filter as a raw BPF program (``struct sock_filter`` array), built with libseccomp."""
+    flt = sc.SyscallFilter(sc.ALLOW)
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    deny = sc.ERRNO(errno.EPERM)
+    for name in _DENIED:
+        _rule(flt, deny, name)
+    # a process-creating clone lacks CLONE_THREAD; clone3 hides its flags in memory the
+    # filter cannot read, so it answers ENOSYS and glibc falls back to plain clone
+    _rule(flt, deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+    _rule(flt, sc.ERRNO(errno.ENOSYS), "clone3")
+    _rule(flt, sc.ERRNO(errno.ENOSYS), "openat2")  # flags hidden in a struct, as above
+    for flag in _WRITE_FLAGS:
+        _rule(flt, deny, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
+        _rule(flt, deny, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
+    fd = os.memfd_create("geodistil-seccomp")
     try:
-        flt = sc.SyscallFilter(sc.ALLOW)
-        flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-        deny = sc.ERRNO(errno.EPERM)
-        for name in _DENIED:
-            _rule(flt, deny, name)
-        # a process-creating clone lacks CLONE_THREAD; clone3 hides its flags in memory the
-        # filter cannot read, so it answers ENOSYS and glibc falls back to plain clone
-        _rule(flt, deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
-        _rule(flt, sc.ERRNO(errno.ENOSYS), "clone3")
-        _rule(flt, sc.ERRNO(errno.ENOSYS), "openat2")  # flags hidden in a struct, as above
-        for flag in _WRITE_FLAGS:
-            _rule(flt, deny, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
-            _rule(flt, deny, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
-        # signals only to itself: never to the zygote, geodistil or another job's child
-        for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-            _rule(flt, deny, name, sc.Arg(0, sc.NE, own_pid, 0))
-        flt.load()
-    except OSError as exc:
-        return False, f"could not load the filter: {exc}"
-    return True, f"{len(_DENIED)} syscalls denied; write-opens, process clones, signals to others denied"
+        with os.fdopen(os.dup(fd), "wb") as out:
+            flt.export_bpf(out)
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+socket_af_unix = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def load_program(program: bytes) -> tuple[bool, str]:
+    """Install a compiled filter on this (single-threaded) process; needs no_new_privs first."""
+    if not program or len(program) % 8:
+        return False, "no filter program (libseccomp could not build one)"
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                   ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        return False, f"the kernel refused the filter: {os.strerror(ctypes.get_errno())}"
+    # proof by a denied call (prctl(PR_GET_SECCOMP) is itself denied now): a unix socket
+    probe = _libc.socket(ctypes.c_int(socket_af_unix), ctypes.c_int(1), ctypes.c_int(0))
+    if probe >= 0 or ctypes.get_errno() != errno.EPERM:
+        if probe >= 0:
+            os.close(probe)
+        return False, "the filter was accepted but does not deny socket()"
+    return True, (f"{len(_DENIED)} syscalls denied (sockets, exec, fork, signals, ptrace, io_uring, bpf, mount, "
+                  "...); write-opens and process clones denied")

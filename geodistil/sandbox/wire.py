@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from PIL import Image
 
 from geodistil.sandbox.protocol import MODE_BYTES
+
+STRIP_BYTES = 256 * 1024
 
 
 def to_wire_image(image: Image.Image) -> Image.Image:
@@ -21,3 +25,14 @@ def to_wire_image(image: Image.Image) -> Image.Image:
     if mode in ("PA", "La", "RGBa") or (mode == "P" and image.has_transparency_data):
         return image.convert("RGBA")
     return image.convert("RGB")
+
+
+def raw_strips(image: Image.Image) -> Iterator[bytes]:
+    """``image.tobytes()`` in horizontal strips of about 256 KiB, for a pipe.
+
+    Small strips reuse the same memory; one ``tobytes`` of a large image would need fresh pages,
+    and a freshly forked child pays a page fault for every one of them.
+    """
+    rows = max(1, STRIP_BYTES // (image.width * 4))
+    for top in range(0, image.height, rows):
+        yield image.crop((0, top, image.width, min(top + rows, image.height))).tobytes()

@@ -6,7 +6,7 @@ from nothing (see ``pool.ZYGOTE_ENV``), in its own session so terminal signals m
 
 It imports numpy, PIL and their lazily loaded parts once, before any job: after lockdown a
 child cannot open a file, so a first-time import there would fail. Then, per job, it reads
-the job into memory (the child inherits it copy-on-write: the pixels are not copied again),
+the job and builds the input image (the child inherits it copy-on-write: no copy, no page faults),
 forks, lets the child lock itself down and run the code, and enforces the layer
 "wall-clock deadline": at ``timeout_s`` the child is killed. The zygote then reaps it and
 replies with its verdict and the child's bytes. Jobs come one at a time; the pool runs
@@ -21,17 +21,24 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 
-from geodistil.sandbox import runner
+from PIL import Image
+
+from geodistil.sandbox import runner, seccomp
 from geodistil.sandbox.lockdown import lock_down, layer_bits
 from geodistil.sandbox.protocol import (
     JOB_ALLOW_WEAK, JOB_PROBE, MAX_RESULT_BYTES, READY, RESULT_HEADER_BYTES, STATUS_INTERNAL, STATUS_PROBE,
     STATUS_REFUSED, VERDICT_EXITED, VERDICT_OVERSIZE, VERDICT_RESULT, VERDICT_SIGNALED, VERDICT_TIMEOUT, Job,
-    Result, encode_result, read_job, reply_header, result_length, write_all,
+    Result, Scratch, encode_result, pixel_bytes, read_job, reply_header, result_length, write_all,
 )
+from geodistil.sandbox.wire import raw_strips
 
 _CHILD_FAILED = 70  # the child's exit status when it could not even report
+
+
+_SECCOMP_PROGRAM = b""  # compiled once in main(), loaded by every child
 
 
 def preload() -> None:
@@ -45,6 +52,9 @@ def preload() -> None:
     )
 
     Image.init()  # every format plugin, so Image.open(BytesIO) works without a file lookup
+    # keep freed image blocks for the next job's input image: reused pages cost a cheap fault,
+    # fresh ones a slow one (zeroed, and in a VM often backed by the host on first touch)
+    Image.core.set_blocks_max(4)
     sample = Image.new("RGB", (16, 16), (10, 20, 30))
     ImageDraw.Draw(sample).text((1, 1), "a", fill=(255, 255, 255))  # loads the default font
     ImageOps.autocontrast(ImageOps.grayscale(sample.filter(ImageFilter.GaussianBlur(1))))
@@ -57,14 +67,24 @@ def preload() -> None:
         __import__(name)
 
 
-def _child(job: Job, result_fd: int, zygote_pid: int) -> None:
+def _send(fd: int, result: Result, image: Image.Image | None) -> None:
+    if image is None:
+        write_all(fd, encode_result(result))
+        return
+    write_all(fd, encode_result(result, streamed_pixels=pixel_bytes(image.mode, image.width, image.height)))
+    for strip in raw_strips(image):
+        write_all(fd, [strip])
+
+
+def _child(job: Job, image: Image.Image, result_fd: int, zygote_pid: int) -> None:
     """The forked child: lock down, run, write the Result, exit. Never returns to the zygote loop."""
     status = _CHILD_FAILED
     try:
         layers = lock_down(zygote_pid=zygote_pid, keep_fd=result_fd, timeout_s=job.timeout_s,
-                           memory_bytes=job.memory_bytes)
+                           memory_bytes=job.memory_bytes, seccomp_program=_SECCOMP_PROGRAM)
         bits = layer_bits(layers)
         missing = [s for s in layers if not s.active]
+        out_image = None
         if job.flags & JOB_PROBE:
             report = json.dumps([{"name": s.name, "active": s.active, "detail": s.detail} for s in layers])
             result = Result(STATUS_PROBE, bits, report, "")
@@ -72,8 +92,8 @@ def _child(job: Job, result_fd: int, zygote_pid: int) -> None:
             reasons = "; ".join(f"{s.name}: {s.detail}" for s in missing)
             result = Result(STATUS_REFUSED, bits, "", f"sandbox layers unavailable, code not run ({reasons})")
         else:
-            result = runner.run(job, bits)
-        write_all(result_fd, encode_result(result))
+            result, out_image = runner.run(job, image, bits)
+        _send(result_fd, result, out_image)
         status = 0
     except BaseException as exc:  # noqa: BLE001 - report anything, then exit below
         try:
@@ -139,10 +159,13 @@ def _supervise(job: Job, reply_out: int) -> None:
     except OSError:
         pass
     start = time.monotonic()
+    # built here, before the fork: the child inherits it without a copy (or a page fault)
+    image = Image.frombytes(job.mode, (job.width, job.height), job.pixels)
     zygote_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(job, write_fd, zygote_pid)
+        _child(job, image, write_fd, zygote_pid)
+    del image
     os.close(write_fd)
     pidfd = os.pidfd_open(pid)
     try:
@@ -176,10 +199,16 @@ def _claim_protocol_fds() -> tuple[int, int]:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when zygotes end
     job_in, reply_out = _claim_protocol_fds()
+    global _SECCOMP_PROGRAM
     preload()
+    try:
+        _SECCOMP_PROGRAM = seccomp.compile_program()
+    except OSError as exc:  # the child reports the layer as missing; the zygote keeps serving
+        sys.stderr.write(f"geodistil sandbox: could not compile the seccomp filter: {exc}\n")
     write_all(reply_out, [READY])
     gc.collect()
     gc.freeze()  # children touching refcounts is enough copy-on-write; a GC pass over the whole heap is not
-    while (job := read_job(job_in)) is not None:
+    scratch = Scratch()
+    while (job := read_job(job_in, scratch)) is not None:
         _supervise(job, reply_out)
 
