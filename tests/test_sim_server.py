@@ -323,21 +323,21 @@ def test_another_seed_gives_other_replies() -> None:
 
 
 def test_concurrent_requests_are_served_in_parallel() -> None:
+    messages = first_messages("Rome", Image.new("RGB", (64, 64), "white"), specs())
+
     async def burst(base_url: str, n: int) -> list[str]:
-        async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as c:
-            image = Image.new("RGB", (1024, 768), "white")
-            calls = [c.chat.completions.create(model="t", messages=first_messages(f"Rome {k}", image, specs()))  # type: ignore[arg-type]
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60) as c:
+            calls = [c.chat.completions.create(model="t", messages=messages, seed=k)  # type: ignore[arg-type]
                      for k in range(n)]
             return [r.choices[0].message.content or "" for r in await asyncio.gather(*calls)]
 
     with SimServer(SimConfig(port=0, latency=1.0)) as sim:
-        start = time.perf_counter()
         replies = asyncio.run(burst(sim.base_url, 200))
-        elapsed = time.perf_counter() - start
         stats = sim.stats()
     assert len(replies) == 200 and stats["requests"] == 200
-    assert stats["max_in_flight"] >= 100
-    assert elapsed < 10  # serially this would be 200 s
+    # each request sleeps 1 s inside the server, so this many at once means they overlapped
+    # (wall time is not asserted: it measures the machine's load more than the server)
+    assert stats["max_in_flight"] >= 150
 
 
 def test_sim_server_runs_in_a_subprocess_too() -> None:
