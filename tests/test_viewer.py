@@ -253,3 +253,32 @@ def test_json_api_is_plain_json(synthetic):
     response = TestClient(create_app(synthetic)).get("/api/traces?per_page=2")
     assert response.headers["content-type"].startswith("application/json")
     assert set(json.loads(response.text)) >= {"total", "matched", "page", "pages", "traces", "tools"}
+
+
+@pytest.mark.slow
+def test_an_s3_store_is_listed_paged_and_replayed(real):
+    from moto.server import ThreadedMotoServer
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+        remote = TraceStore("s3://viewer-bucket/run", options)
+        remote.fs.mkdir("viewer-bucket")
+        names = real.trace_names()
+        for name in names[:-1]:
+            remote.write_bytes(name, real.read_bytes(name))
+        client = TestClient(create_app(remote))
+        assert api(client, "?per_page=3")["total"] == len(names) - 1
+        name = next(n for n in _names_with_tool(real, ZOOM) if n != names[-1])
+        page = client.get(f"/trace/{name}").text
+        assert "✓ hash matches" in page and "✗" not in page and 'class="zoombox"' in page
+        assert client.get(f"/image/{name}/1.png").status_code == 200
+        remote.write_bytes(names[-1], real.read_bytes(names[-1]))
+        assert client.post("/api/refresh").json()["read"] == 1 and api(client)["total"] == len(names)
+        assert "testing" not in page  # the storage options' secret never reaches a page
+    finally:
+        server.stop()

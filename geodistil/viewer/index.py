@@ -3,26 +3,27 @@
 Why columns: the list page sorts, filters and pages 100000 traces on every request; a
 vectorised mask and a cached argsort answer that in milliseconds, where Python over row
 objects would take tens. The index is built once per server from the trace files (read in
-parallel: on s3 each read is a round trip) and refreshed incrementally: only files whose
+batches: on s3 each read is a round trip) and refreshed incrementally: only files whose
 size or modification stamp changed are read again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 from geodistil.store import TraceStore, parse_trace_name
 from geodistil.viewer.query import SORT_KEYS, TraceQuery
 
 ERROR_CHARS = 300  # an error message is cut to this in the index (the trace page shows it whole)
+READ_CHUNK = 256  # remote files fetched per batch: concurrency without holding every file in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +178,20 @@ def _signature(entry: dict[str, Any]) -> str:
     return f"{entry.get('size')}:{stamp}"
 
 
+def _read_local(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""  # vanished between listing and reading: an unreadable row until the next refresh
+
+
 class TraceIndex:
     """The rows of every trace in a store; build once, refresh when the store changed."""
 
-    def __init__(self, store: TraceStore, workers: int = 16) -> None:
+    def __init__(self, store: TraceStore) -> None:
         self.store = store
-        self.workers = workers
+        self._local = isinstance(store.fs, LocalFileSystem)
         self._cols = _Columns([])
         self._signatures: dict[str, tuple[str, TraceRow]] = {}
         self._refresh_lock = threading.Lock()
@@ -191,11 +200,17 @@ class TraceIndex:
 
     def _listing(self) -> dict[str, str]:
         """Trace file name -> change signature, straight from the store's folder listing."""
-        fs = self.store.fs
-        try:
-            entries = fs.ls(self.store.root, detail=True, **({} if self.store._local else {"refresh": True}))
-        except FileNotFoundError:
-            return {}
+        if self._local:  # os.scandir stats come with the listing: about twice as fast as fsspec's ls
+            try:
+                entries = [{"name": e.name, "size": (st := e.stat()).st_size, "mtime": st.st_mtime_ns,
+                            "type": "directory" if e.is_dir() else "file"} for e in os.scandir(self.store.root)]
+            except FileNotFoundError:
+                return {}
+        else:
+            try:
+                entries = self.store.fs.ls(self.store.root, detail=True, refresh=True)
+            except FileNotFoundError:
+                return {}
         listing: dict[str, str] = {}
         for entry in entries:
             name = str(entry["name"]).rsplit("/", 1)[-1]
@@ -203,14 +218,18 @@ class TraceIndex:
                 listing[name] = _signature(entry)
         return listing
 
-    def _read_rows(self, names: Iterable[str]) -> list[TraceRow]:
-        def read(name: str) -> TraceRow:
-            try:
-                return row_of(name, self.store.read_bytes(name))
-            except FileNotFoundError:
-                return row_of(name, b"")  # vanished between listing and reading
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(read, names))
+    def _read_rows(self, names: list[str]) -> list[TraceRow]:
+        if self._local:  # parsing, not I/O, is the cost here: threads would only contend for the GIL
+            return [row_of(name, _read_local(self.store.path(name))) for name in names]
+        rows: list[TraceRow] = []
+        for start in range(0, len(names), READ_CHUNK):  # fsspec fetches a chunk concurrently (s3: async)
+            chunk = names[start:start + READ_CHUNK]
+            paths = [self.store.path(n) for n in chunk]
+            blobs = self.store.fs.cat(paths, on_error="return")
+            for name, path in zip(chunk, paths):
+                blob = blobs.get(path, b"") if isinstance(blobs, dict) else blobs
+                rows.append(row_of(name, blob if isinstance(blob, bytes) else b""))
+        return rows
 
     def refresh(self) -> dict[str, Any]:
         """Re-list the store and read only new or changed trace files; returns what changed."""
