@@ -2,55 +2,117 @@
 
 Samples are processed in chunks (one subflow each, at most ``chunk_size`` task runs), so a
 run of 100000 samples keeps Prefect's per-run bookkeeping and this process's memory bounded.
-Inside a chunk the per-sample tasks run concurrently on the flow's event loop, at most
-``generation.max_concurrency`` at a time.
+Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in flight:
+
+- ``runner="local"``: the tasks run concurrently on the flow's own event loop;
+- ``runner="dask"``: they are submitted to a ``DaskTaskRunner`` (``dask_address`` names an
+  existing ``dask.distributed`` scheduler; none starts a temporary local cluster per chunk) and
+  run on the cluster's worker threads, one teacher client per worker process.
+
+Either way records are collected by sample order, and caching and resume work across machines
+as long as the trace store (and so the task results beside it) is shared, e.g. on S3.
+
+A sample whose task still fails after its retries is written as an error trace and counted;
+the flow then writes the manifest and summary and ends **Failed**, saying how many, so that a
+retry of the flow run (UI or API) is meaningful: it takes finished samples from the cache and
+generates only the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from itertools import islice
+from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.futures import PrefectFuture
+from prefect.states import Failed, State
 
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.generate import SampleRange, StorageSpec, plan_keys, write_outputs
+from geodistil.generate import SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
 from geodistil.store import TraceStore
 from geodistil.trace import TraceRecord
-from tasks.generation import SampleJob, close_shared_contexts, generate_sample, notify
+from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
 from tasks.results import result_storage_for
 
 
+Runner = Literal["local", "dask"]
+
+
 def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> TraceRecord:
-    """A failed task's record, read from the error trace it wrote (or a stand-in if none)."""
+    """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way."""
     try:
-        return TraceRecord.of(store.read_trace(job.name), job.name)
+        record = TraceRecord.of(store.read_trace(job.name), job.name)
+        if is_retryable(record):
+            return record
     except Exception:
-        return TraceRecord(name=job.name, sample_index=job.sample_index, rollout_index=job.rollout_index,
-                           ok=False, error_kind="task_failed", error=str(state.message))
+        pass  # no trace, a torn one, or one left by an earlier run: the stand-in tells the truth
+    return TraceRecord(name=job.name, sample_index=job.sample_index, rollout_index=job.rollout_index,
+                       ok=False, error_kind="internal_error:task_failed", error=str(state.message))
+
+
+async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
+                            finish: Callable[[SampleJob, State], Awaitable[TraceRecord]]) -> list[TraceRecord]:
+    """Await the tasks on this event loop, at most ``limit`` at a time; records in job order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: SampleJob) -> TraceRecord:
+        async with semaphore:
+            state = await sample_task(job, return_state=True)
+        return await finish(job, state)
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
+                              finish: Callable[[SampleJob, State], Awaitable[TraceRecord]]) -> list[TraceRecord]:
+    """Submit the tasks to the flow's task runner, keeping ``limit`` in flight; records in job order.
+
+    A finished future wakes this loop through its done callback (called on a thread of the
+    runner), so nothing here blocks on a future, and results are read while others run.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Queue[int] = asyncio.Queue()
+    futures: dict[int, PrefectFuture[Any]] = {}
+    records: dict[int, asyncio.Future[TraceRecord]] = {}
+    upcoming = iter(range(len(jobs)))
+
+    def submit(i: int) -> None:
+        futures[i] = future = sample_task.submit(jobs[i])
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(finished.put_nowait, i))
+
+    for i in islice(upcoming, limit):
+        submit(i)
+    while futures:
+        i = await finished.get()
+        future = futures.pop(i)
+        future.wait(0)  # done already: this only takes its final state
+        records[i] = asyncio.ensure_future(finish(jobs[i], future.state))
+        for j in islice(upcoming, 1):
+            submit(j)
+    return list(await asyncio.gather(*(records[i] for i in range(len(jobs)))))
 
 
 @flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False)
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
-                         first: int, last: int, refresh: bool = False) -> list[TraceRecord]:
+                         first: int, last: int, refresh: bool = False, runner: Runner = "local") -> list[TraceRecord]:
     """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs."""
     logger = get_run_logger()
     result_storage = await result_storage_for(storage)
-    sample_task = generate_sample.with_options(result_storage=result_storage, refresh_cache=refresh)
+    sample_task = generate_sample if runner == "local" else generate_sample_on_worker
+    sample_task = sample_task.with_options(result_storage=result_storage, refresh_cache=refresh)
     store = storage.store()
-    semaphore = asyncio.Semaphore(settings.generation.max_concurrency)
     jobs = [SampleJob(dataset=dataset, storage=storage, settings=settings, sample_index=i, rollout_index=r,
                       refresh=refresh)
             for i, r in plan_keys(range(first, last + 1), settings.generation.rollouts_per_sample)]
     done = 0
 
-    async def one(job: SampleJob) -> TraceRecord:
+    async def finish(job: SampleJob, state: State) -> TraceRecord:
         nonlocal done
-        async with semaphore:
-            state = await sample_task(job, return_state=True)
         record = await state.result() if state.is_completed() else _record_of_failure(store, job, state)
         done += 1
         if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
@@ -58,8 +120,9 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
         notify(record)
         return record
 
+    run = _run_on_flow_loop if runner == "local" else _run_on_task_runner
     try:
-        return list(await asyncio.gather(*(one(job) for job in jobs)))
+        return await run(sample_task, jobs, settings.generation.max_concurrency, finish)
     finally:
         await close_shared_contexts()
 
@@ -81,8 +144,15 @@ async def generate_flow(
     image: ImageConfig = ImageConfig(),
     chunk_size: int = 1000,
     refresh: bool = False,
-) -> dict[str, Any]:
-    """Distil traces for a range of samples into a trace store; returns the run summary."""
+    runner: Runner = "local",
+    dask_address: str | None = None,
+) -> dict[str, Any] | State:
+    """Distil traces for a range of samples into a trace store; returns the run summary.
+
+    ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
+    (``tcp://host:8786``); every worker must see the dataset and the trace store at the same
+    paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries.
+    """
     logger = get_run_logger()
     settings = RolloutSettings(teacher=teacher, generation=generation, tools=tools, image=image)
     ds = await asyncio.to_thread(open_dataset, dataset)
@@ -90,14 +160,33 @@ async def generate_flow(
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
                 teacher.model, teacher.resolved_base_url())
+    chunk_flow = generate_chunk if runner == "local" else generate_chunk.with_options(
+        task_runner=_dask_task_runner(dask_address))
     records: list[TraceRecord] = []
     for first in range(indices.start, indices.stop, chunk_size):
         last = min(first + chunk_size, indices.stop) - 1
-        records.extend(await generate_chunk(dataset, storage, settings, first, last, refresh))
+        records.extend(await chunk_flow(dataset, storage, settings, first, last, refresh, runner))
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint,
              "settings_fingerprint": settings.fingerprint()}
     summary = await write_run_outputs(storage, records, extra)
     logger.info("done: %d traces, %d ok, %d failed, parse rate %.2f, mean distance %s km",
                 summary["total"], summary["success"], summary["failed"], summary["parse_success_rate"],
                 summary["mean_distance_km"])
+    unfinished = [r for r in records if is_retryable(r)]
+    if unfinished:
+        kinds = Counter(r.error_kind for r in unfinished)
+        message = (f"{len(unfinished)} of {len(records)} samples failed after retries "
+                   f"({', '.join(f'{k}: {n}' for k, n in kinds.most_common())}); every trace (these as error traces), "
+                   "the manifest and the summary are written. Retry this flow run to generate only the failed samples.")
+        logger.error(message)
+        return Failed(message=message)
     return summary
+
+
+def _dask_task_runner(address: str | None) -> Any:
+    """A ``DaskTaskRunner`` on the cluster at ``address`` (none: a temporary local cluster per chunk)."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise RuntimeError("runner='dask' needs the distributed extra: pip install 'geodistil[distributed]'") from exc
+    return DaskTaskRunner(address=address) if address else DaskTaskRunner()

@@ -77,6 +77,8 @@ def run(
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
 ) -> None:
     """Generate traces with the Prefect generation flow (local ephemeral API unless PREFECT_API_URL is set)."""
+    from prefect.exceptions import FailedRun
+
     from geodistil.config import BoxConvention, GenerationConfig, TeacherConfig, ToolsConfig
     from geodistil.data import DatasetSpec
     from geodistil.generate import SampleRange, StorageSpec
@@ -97,7 +99,12 @@ def run(
             chunk_size=chunk_size,
             refresh=refresh,
         )
-        summary = _run_with_progress(params)
+        try:
+            summary = _run_with_progress(params)
+        except FailedRun as exc:  # samples failed after retries; the flow wrote every trace and the summary
+            _print_summary(params["storage"].store().read_json("summary.json"))
+            console.print(f"[red]{exc}[/red]\nrun the same command again to generate only the failed samples")
+            raise typer.Exit(1) from None
     _print_summary(summary)
     console.print(f"traces in {output}")
 

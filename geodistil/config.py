@@ -1,8 +1,9 @@
 """Settings as pydantic models: what a run needs, and nothing secret.
 
 The API key is never a field: it is read from the environment (``OPENAI_API_KEY`` or the
-variable ``TeacherConfig.api_key_env`` names) at the moment a client is built, so it cannot
-end up in a trace, a log line, a Prefect parameter or a cache key.
+variable ``TeacherConfig.api_key_env`` names) at the moment a client is built, or the caller
+passes it in (the Prefect tasks resolve the Secret block ``TeacherConfig.api_key_secret``
+names), so it cannot end up in a trace, a log line, a Prefect parameter or a cache key.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class TeacherConfig(_Model):
     base_url: str | None = Field(None, description="OpenAI-compatible base URL; default $OPENAI_BASE_URL")
     model: str = Field("teacher", description="model name served at base_url")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_secret: str | None = Field(
+        None, description="name of a Prefect Secret block holding the API key (the block's name, never the key); "
+                          "when set, it is used instead of the environment variable")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(6, ge=0, le=20, description="retries on 429 / 5xx / timeouts / connection errors")
     backoff_base_s: float = Field(1.0, gt=0)

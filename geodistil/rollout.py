@@ -41,9 +41,11 @@ class RolloutContext:
     tools: dict[str, Tool] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: RolloutSettings, max_connections: int | None = None) -> "RolloutContext":
+    def create(cls, settings: RolloutSettings, max_connections: int | None = None,
+               api_key: str | None = None) -> "RolloutContext":
+        """``api_key`` overrides the teacher's environment variable (the caller resolved it from a secret store)."""
         connections = max_connections or settings.generation.max_concurrency
-        return cls(settings, TeacherClient(settings.teacher, max_connections=connections),
+        return cls(settings, TeacherClient(settings.teacher, max_connections=connections, api_key=api_key),
                    build_tools(settings.tools))
 
     async def close(self) -> None:

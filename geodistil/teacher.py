@@ -52,7 +52,8 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
 class TeacherClient:
     """Chat completions with retries and usage accounting."""
 
-    def __init__(self, config: TeacherConfig, max_connections: int = 256) -> None:
+    def __init__(self, config: TeacherConfig, max_connections: int = 256, api_key: str | None = None) -> None:
+        """``api_key`` overrides the environment variable ``config.api_key_env`` (e.g. from a secret store)."""
         self.config = config
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -60,7 +61,7 @@ class TeacherClient:
         )
         self._client = openai.AsyncOpenAI(
             base_url=config.resolved_base_url(),
-            api_key=config.api_key(),
+            api_key=api_key or config.api_key(),
             max_retries=0,
             timeout=config.timeout_s,
             http_client=self._http,

@@ -21,9 +21,12 @@ from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.errors import GeodistilError
 from geodistil.generate import StorageSpec, finished_record, is_retryable, run_one
-from geodistil.rollout import RolloutContext
 from geodistil.store import TraceStore, trace_name
 from geodistil.trace import TraceRecord
+from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context
+
+__all__ = ["SampleJob", "RetryableSampleError", "sample_cache_key", "generate_sample", "generate_sample_on_worker",
+           "close_shared_contexts", "add_listener", "remove_listener", "notify"]
 
 CACHE_KEY_VERSION = "geodistil-sample-v1"
 
@@ -60,24 +63,8 @@ def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return sample_cache_key(parameters["job"])
 
 
-# One teacher client per (settings, event loop), reused by every task of the run and closed
-# by the flow: a client per request would open a connection pool per sample.
-_contexts: dict[tuple[str, int], RolloutContext] = {}
 _stores: dict[str, TraceStore] = {}
 _listeners: list[Callable[[TraceRecord], None]] = []
-
-
-def shared_context(settings: RolloutSettings) -> RolloutContext:
-    key = (settings.model_dump_json(), id(asyncio.get_running_loop()))
-    if key not in _contexts:
-        _contexts[key] = RolloutContext.create(settings)
-    return _contexts[key]
-
-
-async def close_shared_contexts() -> None:
-    loop = id(asyncio.get_running_loop())
-    for key in [k for k in _contexts if k[1] == loop]:
-        await _contexts.pop(key).close()
 
 
 def _store(storage: StorageSpec) -> TraceStore:
@@ -110,14 +97,20 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     record = None if job.refresh else await asyncio.to_thread(finished_record, store, job.name, fingerprint)
     if record is None:
         dataset = await asyncio.to_thread(open_dataset, job.dataset)
-        record = await run_one(dataset, job.sample_index, job.rollout_index, shared_context(job.settings), store)
+        ctx = await shared_context(job.settings)
+        record = await run_one(dataset, job.sample_index, job.rollout_index, ctx, store)
     if is_retryable(record):
         raise RetryableSampleError(f"{job.name}: {record.error}")
     return record
 
 
-generate_sample = task(
-    generate_sample_fn,
+def generate_sample_on_worker_fn(job: SampleJob) -> TraceRecord:
+    """``generate_sample_fn`` on this process's long-lived loop, so its teacher client outlives the task."""
+    return run_on_worker_loop(generate_sample_fn(job))
+
+
+# The same name, retries and cache key for both: a result cached by one is a hit for the other.
+_SAMPLE_TASK_OPTIONS: dict[str, Any] = dict(
     name="generate-sample",
     task_run_name="sample-{job.sample_index}-r{job.rollout_index}",
     retries=2,
@@ -127,3 +120,8 @@ generate_sample = task(
     persist_result=True,
     cache_result_in_memory=False,
 )
+
+# awaited on the flow's event loop (the local runner)
+generate_sample = task(generate_sample_fn, **_SAMPLE_TASK_OPTIONS)
+# submitted to a task runner whose workers are threads of other processes (Dask)
+generate_sample_on_worker = task(generate_sample_on_worker_fn, **_SAMPLE_TASK_OPTIONS)
