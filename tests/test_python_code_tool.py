@@ -168,6 +168,6 @@ def test_run_code_refuses_when_a_layer_is_missing_unless_weak_isolation_is_accep
 
 def test_a_child_that_refused_to_run_raises_sandbox_error() -> None:
     refused = Result(STATUS_REFUSED, 0, "", "sandbox layers unavailable, code not run (landlock: missing)")
-    payload = b"".join(bytes(part) for part in encode_result(refused))
+    reply = Reply(1, VERDICT_RESULT, 0, 0.01, encode_result(refused))
     with pytest.raises(SandboxError, match="landlock: missing"):
-        interpret(Reply(1, VERDICT_RESULT, 0, 0.01, payload), timeout_s=1, memory_bytes=1 << 30, allow_weak=False)
+        interpret(reply, memoryview(b""), timeout_s=1, memory_bytes=1 << 30, allow_weak=False)

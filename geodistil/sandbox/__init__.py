@@ -91,8 +91,8 @@ def shutdown() -> None:
 def _probe(pool: ZygotePool, settings: SandboxSettings) -> SandboxReport:
     before, after = parent_layers(10.0)
     try:
-        reply = pool.submit(*probe_job(pool.next_job_id(), settings.memory_bytes))
-        child = parse_probe(reply.payload)
+        job, image = probe_job(pool.next_job_id(), settings.memory_bytes)
+        child = pool.submit(job, image, lambda reply, window: parse_probe(reply.payload, window))
     except (SandboxError, ProtocolError, ValueError) as exc:
         child = [Layer("child_layers", False, f"the probe child failed: {exc}")]
     return SandboxReport(before + child + after, allow_weak=settings.allow_weak)
@@ -136,8 +136,8 @@ def run_code(code: str, image: Image.Image, timeout: float = 10.0) -> SandboxRes
         raise SandboxError(f"code sandbox is missing layers {report.missing}; {WEAK_HINT}")
     job = Job(pool.next_job_id(), float(timeout), settings.memory_bytes,
               JOB_ALLOW_WEAK if settings.allow_weak else 0, code_bytes, wire.mode, wire.width, wire.height)
-    reply = pool.submit(job, wire)
-    return interpret(reply, timeout_s=timeout, memory_bytes=settings.memory_bytes, allow_weak=settings.allow_weak)
+    return pool.submit(job, wire, lambda reply, window: interpret(
+        reply, window, timeout_s=timeout, memory_bytes=settings.memory_bytes, allow_weak=settings.allow_weak))
 
 
 def _forget_after_fork() -> None:

@@ -60,9 +60,9 @@ def probe_job(job_id: int, memory_bytes: int) -> tuple[Job, Image.Image]:
     return Job(job_id, PROBE_TIMEOUT_S, memory_bytes, JOB_PROBE, b"", "L", 1, 1), Image.new("L", (1, 1))
 
 
-def parse_probe(payload: bytes | bytearray) -> list[Layer]:
+def parse_probe(payload: bytes | bytearray, window: memoryview) -> list[Layer]:
     """The child's own account of its layers; anything unexpected counts as not active."""
-    result = decode_result(payload)
+    result = decode_result(payload, window)
     reported: dict[str, Layer] = {}
     if result.status == STATUS_PROBE:
         for item in json.loads(result.stdout):

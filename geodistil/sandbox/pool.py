@@ -9,23 +9,29 @@ the protocol, dies, or does not answer in time is killed and replaced; the calle
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
+import mmap
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
 import geodistil
 from geodistil.errors import SandboxError
-from geodistil.sandbox.protocol import READY, Job, ProtocolError, Reply, read_exact, read_reply, write_all
-from geodistil.sandbox.wire import raw_strips
+from geodistil.sandbox.protocol import (
+    READY, WINDOW_BYTES, Job, ProtocolError, Reply, read_exact, read_reply, write_all,
+)
+from geodistil.sandbox.wire import copy_pixels
+
+T = TypeVar("T")
 
 # Layer "clean process": the zygote's whole environment. Nothing is inherited (no API key, no
 # proxy settings, no PATH); one BLAS/OpenMP thread, so the child never needs to start threads;
@@ -40,7 +46,8 @@ ZYGOTE_ENV = {
     "LC_ALL": "C.UTF-8",
 }
 # -S: no site hooks or .pth files run in the zygote; the import path is handed over explicitly
-_BOOTSTRAP = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from geodistil.sandbox.worker import main; main()"
+_BOOTSTRAP = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+              "from geodistil.sandbox.worker import main; main(int(sys.argv[2]))")
 STARTUP_TIMEOUT_S = 60.0  # a cold first import of numpy and PIL on a slow disk
 REPLY_GRACE_S = 5.0  # beyond the job's own timeout: fork, lockdown and moving the pixels
 
@@ -51,19 +58,25 @@ def _import_path() -> list[str]:
 
 
 class Zygote:
+    """One zygote process, its pipes, and the memory it shares with it for pixels."""
+
     def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-S", "-s", "-B", "-c", _BOOTSTRAP, json.dumps(_import_path())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ZYGOTE_ENV, cwd="/",
-            close_fds=True, start_new_session=True, bufsize=0,
-        )
+        # sparse: only the pages the largest image so far has touched take memory
+        shm_fd = os.memfd_create("geodistil-sandbox")
+        try:
+            os.ftruncate(shm_fd, 2 * WINDOW_BYTES)
+            self._shared = mmap.mmap(shm_fd, 2 * WINDOW_BYTES)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-S", "-s", "-B", "-c", _BOOTSTRAP, json.dumps(_import_path()), str(shm_fd)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ZYGOTE_ENV, cwd="/",
+                close_fds=True, pass_fds=(shm_fd,), start_new_session=True, bufsize=0,
+            )
+        finally:
+            os.close(shm_fd)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._job_fd, self._reply_fd = self._proc.stdin.fileno(), self._proc.stdout.fileno()
-        for fd in (self._job_fd, self._reply_fd):
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-            except OSError:
-                pass
+        self._job_in = memoryview(self._shared)[:WINDOW_BYTES]
+        self._reply_in = memoryview(self._shared)[WINDOW_BYTES:]
         self._ready = False
 
     @property
@@ -79,16 +92,16 @@ class Zygote:
             raise ProtocolError("the zygote did not start")
         self._ready = True
 
-    def round_trip(self, job: Job, image: Image.Image) -> Reply:
+    def round_trip(self, job: Job, image: Image.Image) -> tuple[Reply, memoryview]:
+        """Send one job; the reply and the output window (valid until this zygote's next job)."""
         if not self._ready:
             self._wait_ready()
-        write_all(self._job_fd, [job.header(), job.code])
-        for strip in raw_strips(image):  # strips, not one tobytes: no fresh pages for a copy
-            write_all(self._job_fd, [strip])
+        copy_pixels(image, self._job_in)
+        write_all(self._job_fd, job.header() + job.code)
         reply = read_reply(self._reply_fd, deadline=time.monotonic() + job.timeout_s + REPLY_GRACE_S)
         if reply.job_id != job.job_id:
             raise ProtocolError("reply for another job")
-        return reply
+        return reply, self._reply_in
 
     def close(self) -> None:
         """End of stream tells the zygote to exit; kill it if it does not."""
@@ -109,6 +122,12 @@ class Zygote:
                     stream.close()
             except OSError:
                 pass
+        self._job_in.release()
+        self._reply_in.release()
+        try:
+            self._shared.close()
+        except BufferError:  # a caller still holds a view; the mapping goes when that does
+            pass
 
 
 class ZygotePool:
@@ -126,8 +145,11 @@ class ZygotePool:
     def next_job_id(self) -> int:
         return next(self._job_ids) & 0xFFFFFFFF
 
-    def submit(self, job: Job, image: Image.Image) -> Reply:
-        """Run one job on an idle zygote; ``image`` must already be in a wire mode of job's size."""
+    def submit(self, job: Job, image: Image.Image, read: Callable[[Reply, memoryview], T]) -> T:
+        """Run one job on an idle zygote and ``read`` its reply while the output window is still ours.
+
+        ``image`` must already be in a wire mode, of the job's layout.
+        """
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         zygote = self._idle.get()
@@ -135,7 +157,8 @@ class ZygotePool:
             zygote.kill()
             zygote = Zygote()
         try:
-            return zygote.round_trip(job, image)
+            reply, window = zygote.round_trip(job, image)
+            return read(reply, window)
         except (OSError, ProtocolError, TimeoutError) as exc:
             zygote.kill()
             zygote = Zygote()

@@ -1,16 +1,23 @@
-"""The byte framing between the parent, a zygote and the child it forks per job.
+"""The framing between the parent, a zygote and the child it forks per job.
 
-Three messages, each a fixed little-endian header followed by raw bytes:
+Small messages go through pipes, each a fixed little-endian header followed by raw bytes:
 
-* ``Job``      parent -> zygote: the code and the input image's raw pixels.
-* ``Result``   child  -> zygote: status, active-layer bits, printed text, error text, raw pixels.
-* ``Reply``    zygote -> parent: the zygote's verdict on the child (exit code, timeout, signal),
-  wrapping the child's ``Result`` bytes unchanged.
+* ``Job``      parent -> zygote: limits, flags, the code, and the input image's layout.
+* ``Result``   child  -> zygote: status, active-layer bits, the output layout, printed text, error.
+* ``Reply``    zygote -> parent: the zygote's verdict (timeout, signal, ...) wrapping the Result.
+
+Pixels never go through a pipe (three pipe copies of a 1024x768 image cost more than all the
+rest of a call). They travel raw through shared memory, in windows of ``WINDOW_BYTES``:
+
+* parent <-> zygote: one memfd per zygote, input window then output window. The zygote maps it
+  ``MADV_DONTFORK``, so no child ever sees it.
+* child -> zygote: an anonymous shared window the zygote maps before forking. The zygote
+  copies the announced bytes out of it into the parent's output window once the child's
+  Result has arrived, so a child that keeps scribbling cannot change what the parent reads.
 
 Layer "result validation": nothing from the child is ever unpickled or evaluated. The parent
 reads integers, UTF-8 text and pixel bytes, and checks every length, the mode and the size
-against the limits below before it allocates or builds an image. Pixels travel raw (no PNG),
-which keeps a 1024x768 round trip to a few milliseconds.
+against the limits below before it builds an image.
 
 Only the standard library is imported here: the zygote loads this module too.
 """
@@ -33,6 +40,7 @@ MAX_ERROR_BYTES = 16 * 1024
 # Everything else (P, I;16, YCbCr, ...) is converted to one of these first, so raw bytes
 # alone rebuild the image exactly (a palette would not survive ``tobytes``).
 MODE_BYTES: dict[str, int] = {"1": 0, "L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "I": 4, "F": 4}
+WINDOW_BYTES = MAX_PIXELS * 4  # the largest allowed image in the widest mode
 
 # Layers the child applies to itself; each owns one bit of ``Result.layers``.
 CHILD_LAYERS: tuple[str, ...] = (
@@ -45,17 +53,18 @@ JOB_ALLOW_WEAK = 1  # run the code even when a layer could not be applied
 JOB_PROBE = 2  # apply the layers, report them, run no code
 
 STATUS_OK, STATUS_CODE_ERROR, STATUS_REFUSED, STATUS_INTERNAL, STATUS_PROBE = 0, 1, 2, 3, 4
-# the zygote's verdicts: a complete Result arrived, or the child ended, ran out of time,
-# was killed by a signal, or announced more bytes than any valid Result has
+# the zygote's verdicts: a complete Result arrived, or the child ended without one, ran out of
+# time, was killed by a signal, or announced more than any valid Result holds
 VERDICT_RESULT, VERDICT_EXITED, VERDICT_TIMEOUT, VERDICT_SIGNALED, VERDICT_OVERSIZE = 0, 1, 2, 3, 4
 
 READY = b"GDZREADY"  # the zygote's first eight bytes: imports done, jobs welcome
 
-_JOB = struct.Struct("<4sIdQII8sIIQ")
+_JOB = struct.Struct("<4sIdQII8sII")
 _RESULT = struct.Struct("<4sB3xI8sIIIIQ")
-_REPLY = struct.Struct("<4sIB3xidQ")
+_REPLY = struct.Struct("<4sIB3xidI")
 _JOB_MAGIC, _RESULT_MAGIC, _REPLY_MAGIC = b"GDJ1", b"GDC1", b"GDR1"
-MAX_RESULT_BYTES = _RESULT.size + MAX_STDOUT_BYTES + MAX_ERROR_BYTES + MAX_PIXELS * 4
+RESULT_HEADER_BYTES = _RESULT.size
+MAX_RESULT_BYTES = _RESULT.size + MAX_STDOUT_BYTES + MAX_ERROR_BYTES  # pipe part; pixels are shared
 
 
 class ProtocolError(ValueError):
@@ -96,6 +105,8 @@ def _mode_of(field: bytes) -> str:
 
 @dataclass(frozen=True)
 class Job:
+    """One run; its input pixels are in the parent's input window, ``pixel_bytes`` long."""
+
     job_id: int
     timeout_s: float
     memory_bytes: int
@@ -104,44 +115,28 @@ class Job:
     mode: str
     width: int
     height: int
-    pixels: bytes | bytearray | memoryview = b""  # filled on the zygote's side; the parent streams them
 
     def header(self) -> bytes:
         return _JOB.pack(_JOB_MAGIC, self.job_id, self.timeout_s, self.memory_bytes, self.flags, len(self.code),
-                         _mode_field(self.mode), self.width, self.height,
-                         pixel_bytes(self.mode, self.width, self.height))
+                         _mode_field(self.mode), self.width, self.height)
+
+    @property
+    def pixel_len(self) -> int:
+        return pixel_bytes(self.mode, self.width, self.height)
 
 
-class Scratch:
-    """One receive buffer reused job after job: its pages stay mapped, so no fresh page faults."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def view(self, n: int) -> memoryview:
-        if len(self._buffer) < n:
-            self._buffer = bytearray(n)  # a new one: the old may still be exported by a view
-        return memoryview(self._buffer)[:n]
-
-
-def read_job(fd: int, scratch: Scratch) -> Job | None:
-    """The next job from the parent, or None at end of stream (the parent went away).
-
-    The pixels are a view into ``scratch``, valid until the next call.
-    """
+def read_job(fd: int) -> Job | None:
+    """The next job from the parent, or None at end of stream (the parent went away)."""
     head = read_exact(fd, _JOB.size, eof_ok=True)
     if head is None:
         return None
-    magic, job_id, timeout_s, memory, flags, code_len, mode_f, width, height, pix_len = _JOB.unpack(head)
+    magic, job_id, timeout_s, memory, flags, code_len, mode_f, width, height = _JOB.unpack(head)
     mode = _mode_of(mode_f)
     if magic != _JOB_MAGIC or code_len > MAX_CODE_BYTES or check_layout(mode, width, height):
         raise ProtocolError("malformed job header")
-    if pix_len != pixel_bytes(mode, width, height):
-        raise ProtocolError("job pixel length does not match its layout")
-    code = bytes(read_exact(fd, code_len))
-    pixels = scratch.view(pix_len)
-    read_into(fd, pixels)
-    return Job(job_id, timeout_s, memory, flags, code, mode, width, height, pixels)
+    code = read_exact(fd, code_len)
+    assert code is not None
+    return Job(job_id, timeout_s, memory, flags, bytes(code), mode, width, height)
 
 
 @dataclass(frozen=True)
@@ -153,33 +148,27 @@ class Result:
     mode: str = ""
     width: int = 0
     height: int = 0
-    pixels: bytes | bytearray | memoryview = b""
+    pixel_len: int = 0  # bytes of raw pixels in the child's output window
+    pixels: memoryview | None = None  # on the parent's side: a view of its output window
 
 
-def encode_result(result: Result, streamed_pixels: int = 0) -> list[bytes | bytearray | memoryview]:
-    """The child's answer as buffers to write in order.
-
-    ``streamed_pixels`` announces pixel bytes the caller writes right after these buffers
-    (the child streams them in strips rather than building one large ``tobytes``).
-    """
+def encode_result(result: Result) -> bytes:
+    """The child's answer for the pipe (its pixels are already in the output window)."""
     out = result.stdout.encode("utf-8", errors="replace")[:MAX_STDOUT_BYTES]
     err = result.error.encode("utf-8", errors="replace")[:MAX_ERROR_BYTES]
     head = _RESULT.pack(_RESULT_MAGIC, result.status, result.layers, _mode_field(result.mode), result.width,
-                        result.height, len(out), len(err), len(result.pixels) + streamed_pixels)
-    return [head, out, err, result.pixels]
+                        result.height, len(out), len(err), result.pixel_len)
+    return head + out + err
 
 
-RESULT_HEADER_BYTES = _RESULT.size
-
-
-def result_length(header: bytes | bytearray) -> int:
-    """The total length a Result announces in its header (checked later, by the parent)."""
+def result_lengths(header: bytes | bytearray) -> tuple[int, int]:
+    """(pipe bytes, pixel bytes) a Result announces in its header; checked later, by the parent."""
     _, _, _, _, _, _, out_len, err_len, pix_len = _RESULT.unpack_from(header)
-    return _RESULT.size + out_len + err_len + pix_len
+    return _RESULT.size + out_len + err_len, pix_len
 
 
-def decode_result(payload: bytes | bytearray) -> Result:
-    """Parse and validate a child's answer; raises ProtocolError on anything out of bounds."""
+def decode_result(payload: bytes | bytearray, window: memoryview) -> Result:
+    """Parse and validate a child's answer; pixels are a view of ``window``. Raises ProtocolError."""
     if len(payload) < _RESULT.size:
         raise ProtocolError("result shorter than its header")
     magic, status, layers, mode_f, width, height, out_len, err_len, pix_len = _RESULT.unpack_from(payload)
@@ -187,22 +176,22 @@ def decode_result(payload: bytes | bytearray) -> Result:
         raise ProtocolError("result header is malformed")
     if out_len > MAX_STDOUT_BYTES or err_len > MAX_ERROR_BYTES or layers > ALL_CHILD_LAYERS:
         raise ProtocolError("result header is out of bounds")
-    if _RESULT.size + out_len + err_len + pix_len != len(payload):
+    if _RESULT.size + out_len + err_len != len(payload):
         raise ProtocolError("result length does not match its header")
     mode = _mode_of(mode_f)
     if status == STATUS_OK:
         problem = check_layout(mode, width, height)
         if problem:
             raise ProtocolError(problem)
-        if pix_len != pixel_bytes(mode, width, height):
+        if pix_len != pixel_bytes(mode, width, height) or pix_len > len(window):
             raise ProtocolError("result pixel length does not match its mode and size")
     elif pix_len:
         raise ProtocolError("a failed result carries pixels")
     view = memoryview(payload)
     start = _RESULT.size
     stdout = bytes(view[start:start + out_len]).decode("utf-8", errors="replace")
-    error = bytes(view[start + out_len:start + out_len + err_len]).decode("utf-8", errors="replace")
-    return Result(status, layers, stdout, error, mode, width, height, view[start + out_len + err_len:])
+    error = bytes(view[start + out_len:]).decode("utf-8", errors="replace")
+    return Result(status, layers, stdout, error, mode, width, height, pix_len, window[:pix_len])
 
 
 @dataclass(frozen=True)
@@ -211,7 +200,7 @@ class Reply:
     verdict: int
     code: int  # exit status for VERDICT_EXITED, signal number for VERDICT_SIGNALED, else 0
     elapsed_s: float
-    payload: bytes | bytearray  # the child's Result bytes, possibly empty
+    payload: bytes | bytearray  # the child's Result (pipe part), empty unless VERDICT_RESULT
 
 
 def reply_header(job_id: int, verdict: int, code: int, elapsed_s: float, payload_len: int) -> bytes:
@@ -230,18 +219,13 @@ def read_reply(fd: int, deadline: float) -> Reply:
 
 
 def read_exact(fd: int, n: int, *, deadline: float | None = None, eof_ok: bool = False) -> bytearray | None:
-    """Exactly ``n`` bytes from a pipe in a new buffer (see ``read_into``)."""
-    buf = bytearray(n)
-    return buf if read_into(fd, memoryview(buf), deadline=deadline, eof_ok=eof_ok) else None
-
-
-def read_into(fd: int, view: memoryview, *, deadline: float | None = None, eof_ok: bool = False) -> bool:
-    """Fill ``view`` from a pipe; False only at a clean end of stream when ``eof_ok``.
+    """Exactly ``n`` bytes from a pipe.
 
     ``deadline`` is a ``time.monotonic()`` instant; past it, TimeoutError. End of stream before
-    the first byte returns False when ``eof_ok``; anywhere else it is a torn frame.
+    the first byte returns None when ``eof_ok``; anywhere else it is a torn frame.
     """
-    n = len(view)
+    buf = bytearray(n)
+    view = memoryview(buf)
     got = 0
     while got < n:
         if deadline is not None:
@@ -251,15 +235,14 @@ def read_into(fd: int, view: memoryview, *, deadline: float | None = None, eof_o
         count = os.readv(fd, [view[got:]])
         if count == 0:
             if got == 0 and eof_ok:
-                return False
+                return None
             raise ProtocolError(f"stream ended after {got} of {n} bytes")
         got += count
-    return True
+    return buf
 
 
-def write_all(fd: int, buffers: list[bytes | bytearray | memoryview]) -> None:
-    """Write every buffer in order, resuming after partial writes."""
-    for buffer in buffers:
-        view = memoryview(buffer).cast("B")
-        while view:
-            view = view[os.write(fd, view):]
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte, resuming after partial writes."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]

@@ -45,7 +45,7 @@ def _signal_error(signum: int, timeout_s: float, memory_bytes: int) -> str:
             f"of memory under the {memory_bytes >> 20} MiB limit")
 
 
-def interpret(reply: Reply, *, timeout_s: float, memory_bytes: int, allow_weak: bool) -> SandboxResult:
+def interpret(reply: Reply, window: memoryview, *, timeout_s: float, memory_bytes: int, allow_weak: bool) -> SandboxResult:
     if reply.verdict == VERDICT_TIMEOUT:
         return _failure(f"TimeoutError: the code did not finish within {timeout_s:g} s and was stopped", reply)
     if reply.verdict == VERDICT_OVERSIZE:
@@ -55,7 +55,7 @@ def interpret(reply: Reply, *, timeout_s: float, memory_bytes: int, allow_weak: 
     if reply.verdict == VERDICT_EXITED:
         return _failure(f"the code ended the process (exit status {reply.code}) before returning a result", reply)
     try:
-        result = decode_result(reply.payload)
+        result = decode_result(reply.payload, window)
     except ProtocolError as exc:  # only code that wrote to the pipe itself gets here
         return _failure(f"the sandbox received a malformed result: {exc}", reply)
     if result.status == STATUS_REFUSED:
@@ -67,5 +67,6 @@ def interpret(reply: Reply, *, timeout_s: float, memory_bytes: int, allow_weak: 
         return _failure(result.error, reply, result.stdout)
     if result.status != STATUS_OK:
         raise SandboxError(f"the sandbox child failed before running the code: {result.error or result.status}")
-    image = Image.frombytes(result.mode, (result.width, result.height), result.pixels)
+    assert result.pixels is not None
+    image = Image.frombytes(result.mode, (result.width, result.height), result.pixels)  # copies out of the window
     return SandboxResult(True, image, result.stdout, None, reply.elapsed_s)

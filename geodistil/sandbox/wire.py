@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from PIL import Image
 
 from geodistil.sandbox.protocol import MODE_BYTES
@@ -27,12 +25,16 @@ def to_wire_image(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def raw_strips(image: Image.Image) -> Iterator[bytes]:
-    """``image.tobytes()`` in horizontal strips of about 256 KiB, for a pipe.
+def copy_pixels(image: Image.Image, window: memoryview) -> int:
+    """Write ``image.tobytes()`` into ``window`` strip by strip; returns the bytes written.
 
-    Small strips reuse the same memory; one ``tobytes`` of a large image would need fresh pages,
-    and a freshly forked child pays a page fault for every one of them.
+    Strips of about 256 KiB reuse the same memory; one ``tobytes`` of a large image would need
+    fresh pages, and a freshly forked child pays a page fault for every one of them.
     """
     rows = max(1, STRIP_BYTES // (image.width * 4))
+    offset = 0
     for top in range(0, image.height, rows):
-        yield image.crop((0, top, image.width, min(top + rows, image.height))).tobytes()
+        strip = image.crop((0, top, image.width, min(top + rows, image.height))).tobytes()
+        window[offset:offset + len(strip)] = strip
+        offset += len(strip)
+    return offset
