@@ -105,7 +105,7 @@ def _tool_call(rng: random.Random, conv: Conversation) -> tuple[str, list[Planne
             [PlannedCall(ROTATE, json.dumps(args), _call_id(rng))]
     code = rng.choice(_BROKEN_CODE) if rng.random() < 0.2 else rng.choice(_GOOD_CODE)
     return "Let me process the image with a little Python to see the details better.", \
-        [PlannedCall(CODE, json.dumps({"code": code}), _call_id(rng))]
+        [PlannedCall(CODE, json.dumps(_with_index({"code": code}, index)), _call_id(rng))]
 
 
 def _malformed(rng: random.Random, conv: Conversation) -> Reply:

@@ -1,8 +1,10 @@
 """The simulated teacher over HTTP: an OpenAI-compatible server for tests, demos and load tests.
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (OpenAI response shape, with
-``usage``) and ``GET /sim/stats`` (JSON counters: every chat-completion request received,
-and each outcome). Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
+``usage``) and ``GET /sim/stats``, JSON counters: ``requests`` (every chat-completion request
+received), then by outcome ``429``, ``500``, ``hang``, ``bad_request``, ``disconnected`` and
+``ok`` (a 200 answer), which is one of ``tool_calls``, ``answers`` (a boxed answer),
+``malformed`` or ``no_box``; plus ``in_flight`` and ``max_in_flight``. Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
 answers without a box) are drawn per request from one ``random.Random(seed)`` that is
 stateful on purpose; the content of an answer is not, see ``geodistil.sim.policy``.
 
