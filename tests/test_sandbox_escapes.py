@@ -242,3 +242,14 @@ def test_a_forged_result_on_the_pipe_is_rejected() -> None:
     result = _blocked(code)
     assert "malformed" in result.error
     _assert_pool_healthy()
+
+
+def test_a_zygote_killed_from_outside_is_replaced_quietly() -> None:
+    pool = sandbox._state.pool
+    assert pool is not None
+    victim = pool.zygote_pids()[0]
+    os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+    time.sleep(0.05)
+    for _ in range(pool.size):  # every zygote serves once, the dead one replaced on its turn
+        _assert_pool_healthy()
+    assert victim not in pool.zygote_pids()
