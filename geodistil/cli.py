@@ -15,6 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Prefect's ephemeral API starts a server process on first use; 20 s is too short on a busy 2-core box
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Distil think-with-images geolocation traces from a teacher VLM.")
 console = Console()

@@ -32,9 +32,9 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def sim_process(*args: str) -> Iterator[str]:
-    """``geodistil sim`` as a real process on a free loopback port; yields its /v1 base URL."""
-    port = free_port()
+def sim_process(*args: str, port: int | None = None) -> Iterator[str]:
+    """``geodistil sim`` as a real process on a loopback port (default: a free one); yields its /v1 URL."""
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "geodistil.cli", "sim", "--host", "127.0.0.1",
                              "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})

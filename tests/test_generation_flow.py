@@ -80,7 +80,8 @@ def test_a_second_run_takes_every_sample_from_the_cache(demo200, tmp_path):
 def test_a_killed_run_resumes_without_requesting_finished_samples(demo200, tmp_path):
     out = tmp_path / "traces"
     n = 120
-    with sim_process("--latency", "0.3", "--seed", "9") as url:
+    port = free_port()  # the teacher's URL is part of the cache key: the resumed run must use the same one
+    with sim_process("--latency", "0.3", "--seed", "9", port=port) as url:
         proc = run_cli(demo200, str(out), url, "--num-samples", str(n), "--max-concurrency", "8", wait=False)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(list(out.glob("trace_*.json"))) < n // 2:
@@ -89,7 +90,7 @@ def test_a_killed_run_resumes_without_requesting_finished_samples(demo200, tmp_p
         proc.wait()
     finished = {p.name for p in out.glob("trace_*.json")}
     assert n // 2 <= len(finished) < n
-    with sim_process("--latency", "0.05", "--seed", "9") as url:
+    with sim_process("--latency", "0.05", "--seed", "9", port=port) as url:
         result = run_cli(demo200, str(out), url, "--num-samples", str(n), "--max-concurrency", "8")
         assert result.returncode == 0, result.stderr[-3000:]
         requests = sim_stats(url)["requests"]
