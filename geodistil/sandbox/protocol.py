@@ -3,17 +3,16 @@
 Small messages go through pipes, each a fixed little-endian header followed by raw bytes:
 
 * ``Job``      parent -> zygote: limits, flags, the code, and the input image's layout.
-* ``Result``   child  -> zygote: status, active-layer bits, the output layout, printed text, error.
-* ``Reply``    zygote -> parent: the zygote's verdict (timeout, signal, ...) wrapping the Result.
+* ``Result``   child  -> zygote: status, active-layer bits, the output layout, printed text,
+  error, then the raw pixels.
+* ``Reply``    zygote -> parent: the zygote's verdict (timeout, signal, ...) wrapping the Result
+  without its pixels.
 
-Pixels never go through a pipe (three pipe copies of a 1024x768 image cost more than all the
-rest of a call). They travel raw through shared memory, in windows of ``WINDOW_BYTES``:
-
-* parent <-> zygote: one memfd per zygote, input window then output window. The zygote maps it
-  ``MADV_DONTFORK``, so no child ever sees it.
-* child -> zygote: an anonymous shared window the zygote maps before forking. The zygote
-  copies the announced bytes out of it into the parent's output window once the child's
-  Result has arrived, so a child that keeps scribbling cannot change what the parent reads.
+Between the parent and a zygote, pixels travel raw through shared memory instead: one memfd
+per zygote holding an input window and an output window of ``WINDOW_BYTES`` each (pipe copies
+of a 1024x768 image cost more than the rest of a call). The zygote maps it ``MADV_DONTFORK``,
+so no child ever sees it; it reads the child's pixels from the pipe straight into the output
+window, so what the parent reads cannot change under it.
 
 Layer "result validation": nothing from the child is ever unpickled or evaluated. The parent
 reads integers, UTF-8 text and pixel bytes, and checks every length, the mode and the size
@@ -64,7 +63,7 @@ _RESULT = struct.Struct("<4sB3xI8sIIIIQ")
 _REPLY = struct.Struct("<4sIB3xidI")
 _JOB_MAGIC, _RESULT_MAGIC, _REPLY_MAGIC = b"GDJ1", b"GDC1", b"GDR1"
 RESULT_HEADER_BYTES = _RESULT.size
-MAX_RESULT_BYTES = _RESULT.size + MAX_STDOUT_BYTES + MAX_ERROR_BYTES  # pipe part; pixels are shared
+MAX_RESULT_BYTES = _RESULT.size + MAX_STDOUT_BYTES + MAX_ERROR_BYTES  # up to the pixels
 
 
 class ProtocolError(ValueError):
@@ -148,12 +147,12 @@ class Result:
     mode: str = ""
     width: int = 0
     height: int = 0
-    pixel_len: int = 0  # bytes of raw pixels in the child's output window
+    pixel_len: int = 0  # raw pixel bytes that follow the Result on the pipe
     pixels: memoryview | None = None  # on the parent's side: a view of its output window
 
 
 def encode_result(result: Result) -> bytes:
-    """The child's answer for the pipe (its pixels are already in the output window)."""
+    """The child's answer up to its pixels, which the child then streams (``pixel_len`` bytes)."""
     out = result.stdout.encode("utf-8", errors="replace")[:MAX_STDOUT_BYTES]
     err = result.error.encode("utf-8", errors="replace")[:MAX_ERROR_BYTES]
     head = _RESULT.pack(_RESULT_MAGIC, result.status, result.layers, _mode_field(result.mode), result.width,
@@ -162,7 +161,7 @@ def encode_result(result: Result) -> bytes:
 
 
 def result_lengths(header: bytes | bytearray) -> tuple[int, int]:
-    """(pipe bytes, pixel bytes) a Result announces in its header; checked later, by the parent."""
+    """(bytes up to the pixels, pixel bytes) a Result announces; checked later, by the parent."""
     _, _, _, _, _, _, out_len, err_len, pix_len = _RESULT.unpack_from(header)
     return _RESULT.size + out_len + err_len, pix_len
 

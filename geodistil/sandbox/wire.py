@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from PIL import Image
 
 from geodistil.sandbox.protocol import MODE_BYTES
@@ -25,16 +27,21 @@ def to_wire_image(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def copy_pixels(image: Image.Image, window: memoryview) -> int:
-    """Write ``image.tobytes()`` into ``window`` strip by strip; returns the bytes written.
+def raw_strips(image: Image.Image) -> Iterator[bytes]:
+    """``image.tobytes()`` in horizontal strips of about 256 KiB.
 
-    Strips of about 256 KiB reuse the same memory; one ``tobytes`` of a large image would need
-    fresh pages, and a freshly forked child pays a page fault for every one of them.
+    Small strips reuse the same memory; one ``tobytes`` of a large image would need fresh pages,
+    and a freshly forked child pays a page fault for every one of them.
     """
     rows = max(1, STRIP_BYTES // (image.width * 4))
-    offset = 0
     for top in range(0, image.height, rows):
-        strip = image.crop((0, top, image.width, min(top + rows, image.height))).tobytes()
+        yield image.crop((0, top, image.width, min(top + rows, image.height))).tobytes()
+
+
+def copy_pixels(image: Image.Image, window: memoryview) -> int:
+    """Write ``image.tobytes()`` into ``window``, strip by strip; returns the bytes written."""
+    offset = 0
+    for strip in raw_strips(image):
         window[offset:offset + len(strip)] = strip
         offset += len(strip)
     return offset
