@@ -32,7 +32,7 @@ table.list{width:100%;border-collapse:collapse;background:var(--card)}
 table.list th,table.list td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 table.list th{background:#eef1f5;position:sticky;top:0;font-weight:600;white-space:nowrap}
 table.list tr:hover td{background:#f3f7ff}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .bar{display:inline-block;height:8px;border-radius:4px;background:var(--good);vertical-align:middle;margin-right:6px}
 .badge{display:inline-block;padding:0 6px;border-radius:9px;font-size:12px;background:#eef1f5;margin:1px 2px;white-space:nowrap}
 .badge.err{background:#fde8e8;color:var(--bad)}.badge.ok{background:#e6f4ea;color:var(--good)}
@@ -58,7 +58,7 @@ figure{margin:6px 0;display:inline-block;vertical-align:top}
 figcaption{font-size:12px;color:var(--muted)}
 .imgbox{position:relative;display:inline-block;line-height:0;overflow:hidden;border-radius:4px}
 .imgbox img{max-width:100%;height:auto;display:block;border:1px solid var(--line)}
-.imgbox img.big{max-width:min(100%,640px)}.imgbox img.mid{max-width:250px}.imgbox img.thumb{max-width:120px}
+.imgbox img.big{max-width:min(100%,640px);max-height:560px;width:auto}.imgbox img.mid{max-width:250px;max-height:250px;width:auto}.imgbox img.thumb{max-width:120px}
 .zoombox{position:absolute;border:2px solid #ff2d55;outline:1px solid #fff;box-shadow:0 0 0 9999px rgba(0,0,0,.3);pointer-events:none}
 .check.ok{color:var(--good)}.check.bad{color:var(--bad);font-weight:700}.check.unknown{color:var(--warn)}
 svg.worldmap{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:var(--sea);display:block}
