@@ -48,8 +48,22 @@ def test_countries_of_many_points_agrees_with_country_of() -> None:
 
 
 def test_nearest_place_is_the_city_at_that_point() -> None:
-    place = geo.nearest_place(45.7578, 4.8320)
-    assert place is not None and place.name == "Lyon"
+    lyon = geo.find_place("Lyon")
+    assert lyon is not None
+    assert geo.nearest_place(lyon.lat, lyon.lon) == lyon
+    near = geo.nearest_place(lyon.lat + 0.01, lyon.lon)  # 1 km north: Lyon or one of its districts
+    assert near is not None and near.name.startswith("Lyon")
+
+
+def test_nearest_search_agrees_with_a_brute_force_scan() -> None:
+    g = geo.gazetteer()
+    rng = np.random.default_rng(1)
+    for lat, lon in zip(rng.uniform(-90, 90, 300), rng.uniform(-180, 180, 300)):
+        _, distance = g.nearest_index(float(lat), float(lon))
+        p1, p2 = np.radians(lat), np.radians(g.lat)
+        a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(g.lon - lon) / 2) ** 2
+        brute = 2 * 6371.0088 * np.arcsin(np.sqrt(a)).min()
+        assert abs(distance - brute) < 1e-6
 
 
 def test_country_centroid_lies_inside_the_country() -> None:
