@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, replace
 
@@ -99,6 +100,8 @@ def _probe(pool: ZygotePool, settings: SandboxSettings) -> SandboxReport:
 
 
 def _started() -> tuple[ZygotePool, SandboxReport, SandboxSettings]:
+    if not sys.platform.startswith("linux"):
+        raise SandboxError(f"the code sandbox needs Linux (Landlock, seccomp, memfd); this is {sys.platform}")
     with _state.lock:
         if _state.pool is None or _state.report is None:
             if not _state.hooks_registered:  # here, not at import: zygotes import this package too

@@ -45,7 +45,9 @@ def _signal_error(signum: int, timeout_s: float, memory_bytes: int) -> str:
             f"of memory under the {memory_bytes >> 20} MiB limit")
 
 
-def interpret(reply: Reply, window: memoryview, *, timeout_s: float, memory_bytes: int, allow_weak: bool) -> SandboxResult:
+def interpret(reply: Reply, window: memoryview, *, timeout_s: float, memory_bytes: int,
+              allow_weak: bool) -> SandboxResult:
+    """The result of one run; ``window`` holds its pixels (copied out here, before it is reused)."""
     if reply.verdict == VERDICT_TIMEOUT:
         return _failure(f"TimeoutError: the code did not finish within {timeout_s:g} s and was stopped", reply)
     if reply.verdict == VERDICT_OVERSIZE:

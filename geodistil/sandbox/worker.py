@@ -77,7 +77,8 @@ def _read_full(pid: int, pidfd: int, fd: int, view: memoryview, deadline: float)
     return None
 
 
-def _collect(pid: int, pidfd: int, result_fd: int, deadline: float, pixel_window: memoryview) -> tuple[int, int, bytes]:
+def _collect(pid: int, pidfd: int, result_fd: int, deadline: float,
+             pixel_window: memoryview) -> tuple[int, int, bytes]:
     """Read the child's Result, its pixels into ``pixel_window``, within the deadline.
 
     Returns (verdict, code, Result bytes without pixels). The reply goes out as soon as the
