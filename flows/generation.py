@@ -97,7 +97,10 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
     return list(await asyncio.gather(*(records[i] for i in range(len(jobs)))))
 
 
-@flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False)
+# Not persisted on purpose: when a failed flow run is retried, Prefect reuses a finished subflow's
+# persisted result instead of running it again, which would replay this chunk's failed records.
+# Unpersisted, the chunk runs again and its finished samples are cache hits.
+@flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False, persist_result=False)
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
                          first: int, last: int, refresh: bool = False, runner: Runner = "local") -> list[TraceRecord]:
     """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs."""
