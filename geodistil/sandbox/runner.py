@@ -62,11 +62,13 @@ def _describe(exc: BaseException, memory_bytes: int) -> str:
     if isinstance(exc, SyntaxError) and exc.filename == CODE_FILENAME:
         where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
         snippet = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
-        return f"SyntaxError: {exc.msg} ({where}){snippet}"
+        return f"{type(exc).__name__}: {exc.msg} ({where}){snippet}"
     if isinstance(exc, MemoryError):
         detail = str(exc) or "out of memory"
         return f"MemoryError: {detail} (the sandbox allows {memory_bytes >> 20} MiB)"
-    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == CODE_FILENAME]
+    # walk_tb, not extract_tb: no attempt to read library sources (no file may be opened here)
+    lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
+             if frame.f_code.co_filename == CODE_FILENAME]
     where = f" (line {lines[-1]})" if lines else ""
     return f"{type(exc).__name__}: {exc}{where}"
 

@@ -58,7 +58,7 @@ class PythonCodeTool:
             raise ToolError(f"code must be a non-empty string of Python, got {code!r}"[:300])
         result = run_code(code, image, timeout=self.timeout_s)
         if not result.ok:
-            message = result.error or "the code failed"
+            message = _truncate(result.error or "the code failed")
             if result.stdout.strip():
                 message += "\nprinted before the error:\n" + _truncate(result.stdout)
             raise ToolError(message)
