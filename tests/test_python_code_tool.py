@@ -171,3 +171,9 @@ def test_a_child_that_refused_to_run_raises_sandbox_error() -> None:
     reply = Reply(1, VERDICT_RESULT, 0, 0.01, encode_result(refused))
     with pytest.raises(SandboxError, match="landlock: missing"):
         interpret(reply, memoryview(b""), timeout_s=1, memory_bytes=1 << 30, allow_weak=False)
+
+
+def test_the_sandbox_exports_its_public_api_and_nothing_else() -> None:
+    assert set(sandbox.__all__) == {"Layer", "SandboxError", "SandboxReport", "SandboxResult", "SandboxSettings",
+                                    "configure", "run_code", "sandbox_check", "shutdown"}
+    assert {"ok", "image", "stdout", "error"} <= set(sandbox.SandboxResult.__dataclass_fields__)
