@@ -34,6 +34,9 @@ from geodistil.sandbox.protocol import (
 )
 
 
+_parent_fd = -1  # the job pipe, watched during every job (set in main)
+
+
 class _Windows:
     """The memory shared with the parent: its input window and its output window."""
 
@@ -45,10 +48,27 @@ class _Windows:
         self.reply_out = memoryview(self._map)[WINDOW_BYTES:]
 
 
+class _ParentGone(Exception):
+    """The job pipe ended mid-job: geodistil exited or was killed, nobody wants the answer."""
+
+
+def _wait_for(fd: int, deadline: float) -> bool:
+    """Whether ``fd`` became readable before the deadline; raises _ParentGone if the parent left.
+
+    The parent never writes while a job runs, so its pipe turning readable means end of stream.
+    """
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready = select.select([fd, _parent_fd], [], [], remaining)[0]
+        if _parent_fd in ready:
+            raise _ParentGone
+        if ready:
+            return True
+    return False
+
+
 def _wait_exit(pid: int, pidfd: int, deadline: float) -> tuple[int, int]:
     """The verdict on a child that closed its pipe without a complete Result."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 or not select.select([pidfd], [], [], remaining)[0]:
+    if not _wait_for(pidfd, deadline):
         return VERDICT_TIMEOUT, 0
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
@@ -58,10 +78,7 @@ def _wait_exit(pid: int, pidfd: int, deadline: float) -> tuple[int, int]:
 
 def _read_into(fd: int, view: memoryview, deadline: float) -> int | None:
     """Bytes read into ``view`` (0 at end of stream), or None once the deadline has passed."""
-    while (remaining := deadline - time.monotonic()) > 0:
-        if select.select([fd], [], [], remaining)[0]:
-            return os.readv(fd, [view])
-    return None
+    return os.readv(fd, [view]) if _wait_for(fd, deadline) else None
 
 
 def _read_full(pid: int, pidfd: int, fd: int, view: memoryview, deadline: float) -> tuple[int, int] | None:
@@ -150,8 +167,10 @@ def _claim_protocol_fds() -> tuple[int, int]:
 
 
 def main(shm_fd: int) -> None:
+    global _parent_fd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when zygotes end
     job_in, reply_out = _claim_protocol_fds()
+    _parent_fd = job_in
     windows = _Windows(shm_fd)
     preload()
     try:
@@ -162,5 +181,8 @@ def main(shm_fd: int) -> None:
     gc.collect()
     gc.freeze()  # a GC pass in a child would touch, and so copy, every page of the heap
     write_all(reply_out, READY)
-    while (job := read_job(job_in)) is not None:
-        _supervise(job, windows, reply_out, program)
+    try:
+        while (job := read_job(job_in)) is not None:
+            _supervise(job, windows, reply_out, program)
+    except _ParentGone:  # _supervise has killed the child on its way out
+        return
