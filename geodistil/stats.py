@@ -77,6 +77,7 @@ class SummaryBuilder:
     problems: list[str] = field(default_factory=list)
 
     def add(self, trace: Trace | TraceRecord) -> None:
+        latency = trace.latency_s  # before a record rounds it
         if isinstance(trace, Trace):
             self._add_trace_only(trace)
             trace = TraceRecord.of(trace, "")
@@ -91,7 +92,7 @@ class SummaryBuilder:
         self.completion_tokens += trace.completion_tokens
         self.prompt_tokens_each.append(trace.prompt_tokens)
         self.completion_tokens_each.append(trace.completion_tokens)
-        self.latencies.append(trace.latency_s)
+        self.latencies.append(latency)
         if not trace.ok:
             self.failed += 1
             self.error_kinds[trace.error_kind or "unknown"] += 1
