@@ -57,6 +57,13 @@ def _namespace(image: Image.Image) -> dict[str, object]:
     }
 
 
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - the code's own exception class may break __str__
+        return "<unprintable message>"
+
+
 def _describe(exc: BaseException, memory_bytes: int) -> str:
     """Exception type, message and the line of the code it came from."""
     if isinstance(exc, SyntaxError) and exc.filename == CODE_FILENAME:
@@ -64,13 +71,13 @@ def _describe(exc: BaseException, memory_bytes: int) -> str:
         snippet = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
         return f"{type(exc).__name__}: {exc.msg} ({where}){snippet}"
     if isinstance(exc, MemoryError):
-        detail = str(exc) or "out of memory"
+        detail = _message(exc) or "out of memory"
         return f"MemoryError: {detail} (the sandbox allows {memory_bytes >> 20} MiB)"
     # walk_tb, not extract_tb: no attempt to read library sources (no file may be opened here)
     lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
              if frame.f_code.co_filename == CODE_FILENAME]
     where = f" (line {lines[-1]})" if lines else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {_message(exc)}{where}"
 
 
 def _result_problem(value: object) -> str | None:
