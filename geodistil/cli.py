@@ -49,6 +49,7 @@ def sim(
     rate_malformed: float = typer.Option(0.0, help="share of tool calls with broken JSON"),
     rate_no_box: float = typer.Option(0.0, help="share of answers without \\boxed{}"),
     tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool_calls)"),
+    tool_calls: Optional[int] = typer.Option(None, min=0, help="fixed tool calls per conversation (benchmarks)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Serve the SIMULATED teacher, an OpenAI-compatible test and demo fixture (not a model)."""
@@ -56,7 +57,7 @@ def sim(
 
     serve(SimConfig(host=host, port=port, latency=latency, latency_spread=latency_spread, rate_429=rate_429,
                     rate_500=rate_500, rate_hang=rate_hang, rate_malformed=rate_malformed,
-                    rate_no_box=rate_no_box, tool_style=tool_style, seed=seed))
+                    rate_no_box=rate_no_box, tool_style=tool_style, tool_calls=tool_calls, seed=seed))
 
 
 @app.command("run")
