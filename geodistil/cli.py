@@ -73,7 +73,8 @@ def run(
     temperature: float = typer.Option(0.7, min=0.0),
     rollouts: int = typer.Option(1, min=1, help="rollouts per sample"),
     tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool calls)"),
-    tools: str = typer.Option("image_zoom_in_tool,image_rotate_tool", help="comma-separated tool names"),
+    tools: str = typer.Option("image_zoom_in_tool,image_rotate_tool,python_code_tool",
+                              help="comma-separated tool names"),
     box_convention: str = typer.Option("absolute", help="absolute | relative_1000 | relative_1"),
     timeout: float = typer.Option(120.0, help="per-request timeout, seconds"),
     chunk_size: int = typer.Option(1000, min=1, help="samples per Prefect subflow"),
@@ -413,6 +414,16 @@ def export(
     console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}")
     if check is not None and not check["ok"]:
         raise typer.Exit(1)
+
+
+@app.command("sandbox-check")
+def sandbox_check() -> None:
+    """Show which isolation layers of the python_code_tool sandbox are active on this machine."""
+    from geodistil.sandbox import sandbox_check as check
+
+    report = check()
+    console.print(str(report))
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -59,7 +59,7 @@ class ImageConfig(_Model):
 
 
 class ToolsConfig(_Model):
-    enabled: tuple[str, ...] = ("image_zoom_in_tool", "image_rotate_tool")
+    enabled: tuple[str, ...] = ("image_zoom_in_tool", "image_rotate_tool", "python_code_tool")
     box_convention: BoxConvention = BoxConvention.ABSOLUTE
     max_images: int = Field(12, ge=1, description="cap on images per conversation (ref 0 included)")
     code_timeout_s: float = Field(10.0, gt=0, le=60)

@@ -45,6 +45,8 @@ def test_twenty_samples_are_rolled_out_scored_and_replay_verified(demo_dataset, 
     assert all(t.distance_km < 20000 or not t.parse_success for t in traces)
     assert sum(t.parse_success for t in traces) >= 15
     assert any(t.tool_calls_log for t in traces)
+    code_calls = [c for t in traces for c in t.tool_calls_log if c.tool_name == "python_code_tool"]
+    assert any(c.success for c in code_calls), "some python_code_tool calls should run in the sandbox"
     assert summary["total"] == 20 and summary["success"] == 20
     assert stats["requests"] == sum(t.usage.requests for t in traces)
     replay = cli("replay", str(out), "--verify")
