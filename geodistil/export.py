@@ -241,6 +241,11 @@ def _metadata(r: Rebuilt) -> dict[str, Any]:
 
 # -- writers --------------------------------------------------------------------------------
 
+def _options(store: TraceStore) -> dict[str, Any] | None:
+    """A fresh copy of the store's fsspec options for each ``datasets`` call, which adds keys to it."""
+    return dict(store.storage_options) or None
+
+
 def hf_features(metadata: bool = True) -> Any:
     import datasets
 
@@ -270,13 +275,12 @@ def write_hf(src: TraceStore, dest: TraceStore, config: ExportConfig, skipped: l
     """``dest/hf`` (save_to_disk) and ``dest/parquet/train-*.parquet``; returns their row count."""
     import datasets
 
-    options = dest.storage_options or None
     with tempfile.TemporaryDirectory(prefix="geodistil-export-") as cache:
         ds = datasets.Dataset.from_generator(
             _hf_rows, features=hf_features(config.metadata), cache_dir=cache,
             gen_kwargs={"rebuilt": rebuilt_traces(src, config, skipped, workers), "config": config},
             fingerprint=uuid.uuid4().hex)  # a fresh build every time: the store may have changed
-        ds.save_to_disk(dest.sub("hf").url, storage_options=options)
+        ds.save_to_disk(dest.sub("hf").url, storage_options=_options(dest))
         shards = max(1, -(-len(ds) // config.shard_rows))
         parquet = dest.sub("parquet")
         for old in parquet.list_names():  # an earlier export's shards would be read as rows
@@ -285,7 +289,7 @@ def write_hf(src: TraceStore, dest: TraceStore, config: ExportConfig, skipped: l
         files = []
         for i in range(shards):
             name = f"train-{i:05d}.parquet"
-            ds.shard(shards, i, contiguous=True).to_parquet(f"{parquet.url}/{name}", storage_options=options)
+            ds.shard(shards, i, contiguous=True).to_parquet(f"{parquet.url}/{name}", storage_options=_options(dest))
             files.append(f"parquet/{name}")
         rows = len(ds)
         del ds
@@ -370,16 +374,15 @@ def _load_back(dest: TraceStore, fmt: str, cache: str) -> list[tuple[str, Any]]:
     """(what, dataset) pairs: every written copy, loaded with ``datasets`` as a trainer would."""
     import datasets
 
-    options = dest.storage_options or None
     if fmt == "hf":
         parquet = dest.sub("parquet")
         files = [f"{parquet.url}/{n}" for n in parquet.list_names() if n.endswith(".parquet")]
-        return [("hf", datasets.load_from_disk(dest.sub("hf").url, storage_options=options)),
+        return [("hf", datasets.load_from_disk(dest.sub("hf").url, storage_options=_options(dest))),
                 ("parquet", datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache,
-                                                  storage_options=options))]
+                                                  storage_options=_options(dest)))]
     url = dest.sub("sharegpt").url + "/data.json"
     return [("sharegpt", datasets.load_dataset("json", data_files=url, split="train", cache_dir=cache,
-                                               storage_options=options))]
+                                               storage_options=_options(dest)))]
 
 
 def _row_images(what: str, row: dict[str, Any], dest: TraceStore) -> tuple[int, list[Image.Image]]:
