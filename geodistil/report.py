@@ -128,13 +128,22 @@ def plot_accuracy(summary: Json) -> Figure:
     return fig
 
 
+def _left_for(labels: list[str]) -> float:
+    """A left margin wide enough for the longest bar label."""
+    return min(0.5, 0.06 + 0.0135 * max((len(label) for label in labels), default=0))
+
+
+def _tool_label(name: str) -> str:
+    return "(unreadable call)" if name in ("?", "") else name
+
+
 def plot_tool_use(summary: Json) -> Figure:
-    fig, ax = _figure(left=0.3)
     tools = summary.get("tool_use") or {}
+    names = list(tools)[::-1]
+    fig, ax = _figure(left=_left_for([_tool_label(n) for n in names]) if names else 0.11)
     if tools:
-        names = list(tools)[::-1]
         shares = [tools[n]["share_of_traces"] for n in names]
-        bars = ax.barh(names, shares, color=ACCENT, height=0.55)
+        bars = ax.barh([_tool_label(n) for n in names], shares, color=ACCENT, height=0.55)
         notes = []
         for n in names:
             note = f"{tools[n]['share_of_traces']:.0%} · {tools[n]['calls_per_trace']:.2f} calls/trace"
@@ -171,12 +180,12 @@ def plot_turns(summary: Json) -> Figure:
 
 
 def plot_outcomes(summary: Json) -> Figure:
-    fig, ax = _figure(left=0.3)
     rows = [(f"stopped: {k}", v, ACCENT) for k, v in sorted((summary.get("stop_reasons") or {}).items(),
                                                              key=lambda kv: -kv[1])]
     rows += [(f"error: {k}", v, BUCKET_COLOURS["hard"]) for k, v in (summary.get("error_kinds") or {}).items()]
     if summary.get("unreadable"):
         rows.append(("unreadable file", summary["unreadable"], BUCKET_COLOURS["unrated"]))
+    fig, ax = _figure(left=_left_for([r[0] for r in rows]) if rows else 0.11)
     if rows:
         rows = rows[::-1]
         bars = ax.barh([r[0] for r in rows], [r[1] for r in rows], color=[r[2] for r in rows], height=0.55)
@@ -264,7 +273,7 @@ def _details(s: Json) -> str:
     acc = s.get("accuracy") or {}
     acc_rows = [[f"{_e(name)} (≤{km:g} km)", _pct(acc.get(f"{km:g}km"))] for km, name in THRESHOLD_NAMES.items()]
     acc_rows.append(["same country", _pct(s.get("country_accuracy"))])
-    tool_rows = [[f"<code>{_e(n)}</code>", _num(t["traces"]), _pct(t["share_of_traces"]), _num(t["calls"]),
+    tool_rows = [[f"<code>{_e(_tool_label(n))}</code>", _num(t["traces"]), _pct(t["share_of_traces"]), _num(t["calls"]),
                   _num(t["calls_per_trace"], 2), _pct(t.get("error_rate"))] for n, t in (s.get("tool_use") or {}).items()]
     tokens = s.get("tokens") or {}
     perf_rows = []
