@@ -114,44 +114,68 @@ def demo_parameters(dataset: str, output: str, base_url: str, n: int, **teacher)
             "generation": {"max_concurrency": 8}}
 
 
-def deployment_names() -> list[str]:
+def deployments_in_prefect_yaml() -> list[str]:
+    """``flow-name/deployment-name`` of every deployment the file declares."""
+    from prefect.flows import load_flow_from_entrypoint
+
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    return [d["name"] for d in config["deployments"]]
+    return [f"{load_flow_from_entrypoint(str(REPO / d['entrypoint'])).name}/{d['name']}" for d in config["deployments"]]
 
 
 def test_deploy_all_creates_every_deployment_of_prefect_yaml_on_the_process_pool(client):
-    names = deployment_names()
-    assert "demo" in names
-    deployments = client.read_deployments()
-    assert sorted(d.name for d in deployments) == sorted(names)
-    assert {d.work_pool_name for d in deployments} == {POOL}
+    names = deployments_in_prefect_yaml()
+    assert {"geodistil-generate/generate", "geodistil-pipeline/pipeline", "geodistil-filter/filter"} <= set(names)
+    assert len(client.read_deployments()) == len(names)
     assert client.read_work_pool(POOL).type == "process"
-    generate = client.read_deployment_by_name("geodistil-generate/demo")
-    assert generate.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    for name in names:
+        deployment = client.read_deployment_by_name(name)
+        assert deployment.work_pool_name == POOL
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+        assert not deployment.schedules
+    generate = client.read_deployment_by_name("geodistil-generate/generate")
     assert generate.parameters["dataset"]["path"] == "out/demo-data"  # the demo's defaults
     assert generate.parameters["teacher"]["base_url"] == "http://127.0.0.1:8000/v1"
 
 
-def test_a_run_from_the_ui_writes_ordered_traces_with_the_key_from_a_secret_block(
+def test_the_commented_pipeline_schedule_deploys_when_uncommented(deployed, client, tmp_path):
+    text = (REPO / "prefect.yaml").read_text()
+    example = [line.replace("  #   ", "  ", 1) for line in text.splitlines() if line.startswith("  #   ")]
+    assert any("cron:" in line for line in example)
+    head, found, tail = text.rpartition("  schedules: []\n")  # the pipeline's: the last deployment
+    assert found
+    # inactive here, so that the test server never starts a run of it at 02:00
+    uncommented = "\n".join(example).replace("active: true", "active: false")
+    (tmp_path / "prefect.yaml").write_text(head + uncommented + "\n" + tail)
+    result = prefect_cli(deployed, "--no-prompt", "deploy", "--prefect-file", str(tmp_path / "prefect.yaml"),
+                         "--name", "pipeline", cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    schedules = client.read_deployment_by_name("geodistil-pipeline/pipeline").schedules
+    assert [(s.schedule.cron, s.schedule.timezone) for s in schedules] == [("0 2 * * *", "UTC")]
+
+
+def test_a_pipeline_run_from_the_ui_writes_ordered_traces_and_curates_them_with_a_secret_block_key(
         client, worker, deployed, demo_data, tmp_path):
     from prefect.blocks.system import Secret
 
     asyncio.run(_save_secret(deployed["PREFECT_API_URL"], Secret))
     out = tmp_path / "traces"
     with sim_at(free_port()) as url:
-        run = run_from_ui(client, "geodistil-generate/demo",
-                          demo_parameters(demo_data, str(out), url, 12, api_key_secret="teacher-key"))
+        parameters = demo_parameters(demo_data, str(out), url, 12, api_key_secret="teacher-key")
+        parameters |= {"curated": {"url": str(tmp_path / "curated")}, "split_to": {"url": str(tmp_path / "split")}}
+        run = run_from_ui(client, "geodistil-pipeline/pipeline", parameters)
         final = wait_final(client, run.id)
         assert final.state.type == StateType.COMPLETED, final.state
     store = TraceStore(str(out))
     assert store.trace_names() == [f"trace_{i:05d}.json" for i in range(12)]
     assert store.read_json("summary.json")["total"] == 12
     assert all(t.ok for _, t in store.iter_traces())
+    assert (tmp_path / "curated" / "filter.json").exists() and (tmp_path / "split" / "split.json").exists()
     # the key was resolved inside the run and went nowhere else
     assert SECRET_VALUE not in str(client.read_flow_run(run.id).parameters)
     logs = client.read_logs()
     assert logs and not any(SECRET_VALUE in log.message for log in logs)
-    assert not any(SECRET_VALUE in p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert not any(SECRET_VALUE in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
 
 
 async def _save_secret(api_url: str, secret_cls) -> None:
@@ -190,7 +214,7 @@ def test_a_failed_run_retried_like_the_ui_does_generates_only_the_unfinished_sam
     parameters = demo_parameters(demo_data, str(out), f"http://127.0.0.1:{port}/v1", n,
                                  max_retries=1, backoff_base_s=0.1, backoff_max_s=0.2, timeout_s=10)
     with sim_at(port, "--latency", "0.4", "--latency-spread", "0.3") as url:
-        run = run_from_ui(client, "geodistil-generate/demo", parameters)
+        run = run_from_ui(client, "geodistil-generate/generate", parameters)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(list(out.glob("trace_*.json"))) < n // 3:
             time.sleep(0.1)
