@@ -1,0 +1,101 @@
+"""prefect.yaml and the per-process teacher clients, without a server (the slow tests deploy for real)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from geodistil.config import RolloutSettings, TeacherConfig
+from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context, teacher_api_key
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DEPLOYMENTS = PROJECT["deployments"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_every_deployment_loads_its_flow_and_its_default_parameters_validate(deployment):
+    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    flow.validate_parameters(deployment.get("parameters") or {})
+    assert deployment["work_pool"]["name"] == "geodistil"
+
+
+def test_deployment_names_are_unique_so_deploy_name_picks_one():
+    names = [d["name"] for d in DEPLOYMENTS]
+    assert len(set(names)) == len(names)
+
+
+def test_flow_runs_start_in_the_checkout_recorded_at_deploy_time():
+    (build,) = PROJECT["build"]
+    assert build["prefect.deployments.steps.run_shell_script"] == {"id": "checkout", "script": "pwd",
+                                                                   "stream_output": False}
+    (pull,) = PROJECT["pull"]
+    assert pull == {"prefect.deployments.steps.set_working_directory": {"directory": "{{ checkout.stdout }}"}}
+
+
+def test_the_demo_defaults_point_at_the_demo_data_and_the_simulated_teacher():
+    (generate,) = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":generate_flow")]
+    assert generate["parameters"]["dataset"] == {"path": "out/demo-data"}
+    assert generate["parameters"]["teacher"]["base_url"] == "http://127.0.0.1:8000/v1"
+
+
+def test_no_deployment_parameter_holds_a_key():
+    text = (REPO / "prefect.yaml").read_text()
+    assert "api_key:" not in text and "sk-" not in text
+    assert "api_key" not in TeacherConfig.model_fields  # only the env var's name or the Secret block's name
+
+
+def test_the_generation_flow_offers_the_dask_runner_as_a_parameter():
+    from flows.generation import generate_flow
+
+    properties = generate_flow.parameters.properties
+    assert properties["runner"]["enum"] == ["local", "dask"]
+    assert properties["runner"]["default"] == "local"
+    assert "dask_address" in properties
+
+
+def test_without_a_secret_name_the_key_comes_from_the_environment():
+    assert asyncio.run(teacher_api_key(TeacherConfig())) is None
+
+
+def test_the_worker_loop_outlives_each_call_and_runs_in_the_callers_context():
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+
+    async def probe() -> tuple[int, str]:
+        return id(asyncio.get_running_loop()), var.get()
+
+    def from_another_thread() -> tuple[int, str]:
+        var.set("thread")
+        return run_on_worker_loop(probe())
+
+    var.set("main")
+    first = run_on_worker_loop(probe())
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(from_another_thread).result()
+    assert first[0] == second[0]
+    assert (first[1], second[1]) == ("main", "thread")
+
+
+def test_tasks_on_one_loop_share_one_teacher_client_until_it_is_closed():
+    settings = RolloutSettings(teacher=TeacherConfig(base_url="http://127.0.0.1:9/v1"))
+
+    async def twice() -> tuple[object, object, object]:
+        a, b = await shared_context(settings), await shared_context(settings)
+        await close_shared_contexts()
+        c = await shared_context(settings)
+        await close_shared_contexts()
+        return a, b, c
+
+    async def on_worker_loop() -> object:
+        return await shared_context(settings)
+
+    first, again, after_close = asyncio.run(twice())
+    assert first is again and after_close is not first
+    worker = run_on_worker_loop(on_worker_loop())
+    assert worker is run_on_worker_loop(on_worker_loop()) and worker is not first
