@@ -14,9 +14,10 @@ from geodistil.errors import ConfigError
 from geodistil.replay import verify_trace
 from geodistil.store import TraceStore
 from geodistil.trace import ToolCallRecord, Trace
-from tests.fixtures_traces import (  # noqa: F401
-    big_set, copy_store, damage, direct_scan, s3, single_rollout_set, small_set,
-)
+from tests.trace_sets import copy_store, damage, direct_scan
+
+# the trace-set fixtures, shared by every module in the session (an import would make one per module)
+pytest_plugins = ["tests.fixtures_traces"]
 
 
 def trace(i=0, r=0, *, reward=0.8, ok=True, parsed=True, turns=2, answer="It is Paris. \\boxed{48.85, 2.35}",

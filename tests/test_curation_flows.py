@@ -16,7 +16,10 @@ from geodistil.export import ExportConfig
 from geodistil.generate import SampleRange, StorageSpec
 from geodistil.store import TraceStore
 from tasks.curation import aggregate_traces, filter_traces, split_traces
-from tests.fixtures_traces import copy_store, damage, small_set  # noqa: F401
+from tests.trace_sets import copy_store, damage
+
+# the trace-set fixtures, shared by every module in the session (an import would make one per module)
+pytest_plugins = ["tests.fixtures_traces"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from geodistil.images import pixel_sha256
 from geodistil.replay import rebuild_images
 from geodistil.store import TraceStore
 from geodistil.trace import ImagePart, Message, TextPart, Trace
-from tests.fixtures_traces import big_set, copy_store, damage, s3, small_set  # noqa: F401
+from tests.trace_sets import copy_store, damage
+
+# the trace-set fixtures, shared by every module in the session (an import would make one per module)
+pytest_plugins = ["tests.fixtures_traces"]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,10 @@ from geodistil.curate import run_split
 from geodistil.report import PLOTS, render_report
 from geodistil.stats import aggregate_store, run_aggregate
 from geodistil.store import TraceStore
-from tests.fixtures_traces import copy_store, damage, small_set  # noqa: F401
+from tests.trace_sets import copy_store, damage
+
+# the trace-set fixtures, shared by every module in the session (an import would make one per module)
+pytest_plugins = ["tests.fixtures_traces"]
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

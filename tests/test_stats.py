@@ -12,7 +12,10 @@ from geodistil.geo import country_of
 from geodistil.stats import SummaryBuilder, aggregate_store, run_aggregate, summarize
 from geodistil.store import TraceStore
 from geodistil.trace import LatLon, ToolCallRecord, Trace, TraceRecord
-from tests.fixtures_traces import big_set, copy_store, damage, direct_scan, s3, small_set  # noqa: F401
+from tests.trace_sets import copy_store, damage, direct_scan
+
+# the trace-set fixtures, shared by every module in the session (an import would make one per module)
+pytest_plugins = ["tests.fixtures_traces"]
 
 
 def expected_from_files(rows: list[dict]) -> dict:
