@@ -27,7 +27,7 @@ def make_real_store(root: Path, samples: int = 8) -> TraceStore:
 
     data = make_demo_dataset(str(root / "data"), n=samples, seed=0)
     url = str(root / "traces")
-    with SimServer(SimConfig(seed=0)) as sim:
+    with SimServer(SimConfig(seed=0, tool_calls=3)) as sim:  # every tool shows up in 8 samples
         asyncio.run(generate(DatasetSpec(path=data), StorageSpec(url=url),
                              RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url)),
                              SampleRange(num_samples=samples)))
