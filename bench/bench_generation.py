@@ -120,18 +120,66 @@ def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
     ds = open_dataset(DatasetSpec(path=dataset))
     store = TraceStore(str(out))
     local = threading.local()
+    opened: list[tuple[asyncio.AbstractEventLoop, RolloutContext]] = []
 
     def one(index: int):
-        if not hasattr(local, "loop"):
+        if not hasattr(local, "loop"):  # one client per thread, as the old design had
             local.loop = asyncio.new_event_loop()
             local.ctx = RolloutContext.create(settings, max_connections=1)
+            opened.append((local.loop, local.ctx))
         return local.loop.run_until_complete(run_one(ds, index, 0, local.ctx, store))
 
     cpu0, start = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
         records = list(pool.map(one, range(samples)))  # ordered collection
+    for loop, ctx in opened:
+        loop.run_until_complete(ctx.close())
+        loop.close()
     return {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu0,
             "turns": sum(r.num_turns for r in records) / len(records)}
+
+
+def latency_runs(args: argparse.Namespace, dataset: str, turns: int, api_url: str | None, work: Path) -> None:
+    """Baseline, then the flow at each concurrency, against a teacher with ``--latency``."""
+    rows = []
+    sim = Sim(args.latency, args.tool_calls)
+    try:
+        base_n = args.baseline_samples or args.samples
+        baseline = run_baseline(dataset, work / "baseline", sim, base_n)
+        base_ideal = turns * args.latency * math.ceil(base_n / 8)
+        # per-sample baseline time, scaled to --samples if the baseline ran fewer
+        base_wall = baseline["wall"] * args.samples / base_n
+        rows.append(("baseline threads=8", baseline["wall"], base_ideal, baseline["cpu"], None, base_n,
+                     baseline["turns"], None))
+        for c in (int(x) for x in args.concurrency.split(",")):
+            requests0 = sim_stats(sim.url)["requests"]
+            r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, api_url, work / "prefect-home")
+            sample_turns = sim_stats(sim.url)["requests"] - requests0
+            ideal = turns * args.latency * math.ceil(args.samples / c)
+            rows.append((f"flow c={c}", r["wall"], ideal, r["cpu"], r["peak_mb"], args.samples,
+                         sample_turns / args.samples, base_wall / r["wall"]))
+    finally:
+        sim.stop()
+    print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, "
+          f"Prefect API: {'ephemeral (in-process)' if args.ephemeral else 'separate server'}")
+    print(f"{'run':22} {'wall s':>8} {'ideal s':>8} {'wall/ideal':>10} {'CPU ms/sample-turn':>19} "
+          f"{'peak MB':>8} {'x baseline':>10}")
+    for name, wall, ideal, cpu, peak, n, t, speedup in rows:
+        print(f"{name:22} {wall:8.1f} {ideal:8.1f} {wall / ideal:10.2f} {cpu / (n * t) * 1000:19.2f} "
+              f"{(f'{peak:.0f}' if peak else '-'):>8} {(f'{speedup:.1f}' if speedup else '-'):>10}")
+
+
+def scale_run(args: argparse.Namespace, cache: Path, api_url: str | None, work: Path) -> None:
+    """Many samples at near-zero latency: orchestration throughput and memory."""
+    dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
+    sim = Sim(0.0, args.tool_calls)
+    try:
+        r = run_flow(dataset, work / "scale", sim, 256, args.scale_samples, api_url, work / "prefect-home")
+    finally:
+        sim.stop()
+    print(f"\nscale: {args.scale_samples} samples x {args.tool_calls + 1} turns at ~0 latency: {r['wall']:.0f}s, "
+          f"{args.scale_samples / r['wall']:.1f} samples/s, CPU {r['cpu']:.0f}s, peak {r['peak_mb']:.0f} MB, "
+          f"{r['summary']['total']} traces")
 
 
 def main() -> None:
@@ -142,55 +190,21 @@ def main() -> None:
     parser.add_argument("--concurrency", default="8,64,256,1024")
     parser.add_argument("--baseline-samples", type=int, default=None, help="default: --samples")
     parser.add_argument("--scale-samples", type=int, default=0, help="also run this many at near-zero latency")
+    parser.add_argument("--only-scale", action="store_true", help="skip the latency runs and the baseline")
     parser.add_argument("--ephemeral", action="store_true", help="use Prefect's in-process ephemeral API")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="geodistil-bench-"))
     cache = ROOT / "bench" / ".cache"
     cache.mkdir(exist_ok=True)
-    turns = args.tool_calls + 1
-    dataset = make_dataset(cache / f"demo{args.samples}", args.samples)
     server = None if args.ephemeral else PrefectServer(work / "prefect-home")
     api_url = server.url if server else None
-    rows = []
     try:
-        sim = Sim(args.latency, args.tool_calls)
-        try:
-            base_n = args.baseline_samples or args.samples
-            baseline = run_baseline(dataset, work / "baseline", sim, base_n)
-            base_ideal = turns * args.latency * math.ceil(base_n / 8)
-            # per-sample baseline time, scaled to --samples if the baseline ran fewer
-            base_wall = baseline["wall"] * args.samples / base_n
-            rows.append(("baseline threads=8", 8, baseline["wall"], base_ideal, baseline["cpu"], None, base_n,
-                         baseline["turns"], None))
-            for c in (int(x) for x in args.concurrency.split(",")):
-                out = work / f"flow-c{c}"
-                requests0 = sim_stats(sim.url)["requests"]
-                r = run_flow(dataset, out, sim, c, args.samples, api_url, work / "prefect-home")
-                sample_turns = sim_stats(sim.url)["requests"] - requests0
-                ideal = turns * args.latency * math.ceil(args.samples / c)
-                rows.append((f"flow c={c}", c, r["wall"], ideal, r["cpu"], r["peak_mb"], args.samples,
-                             sample_turns / args.samples, base_wall / r["wall"]))
-        finally:
-            sim.stop()
-        print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, "
-              f"Prefect API: {'ephemeral (in-process)' if args.ephemeral else 'separate server'}")
-        print(f"{'run':22} {'wall s':>8} {'ideal s':>8} {'wall/ideal':>10} {'CPU ms/sample-turn':>19} "
-              f"{'peak MB':>8} {'x baseline':>10}")
-        for name, c, wall, ideal, cpu, peak, n, t, speedup in rows:
-            print(f"{name:22} {wall:8.1f} {ideal:8.1f} {wall / ideal:10.2f} {cpu / (n * t) * 1000:19.2f} "
-                  f"{(f'{peak:.0f}' if peak else '-'):>8} {(f'{speedup:.1f}' if speedup else '-'):>10}")
+        if not args.only_scale:
+            dataset = make_dataset(cache / f"demo{args.samples}", args.samples)
+            latency_runs(args, dataset, args.tool_calls + 1, api_url, work)
         if args.scale_samples:
-            scale_dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
-            sim = Sim(0.0, args.tool_calls)
-            try:
-                r = run_flow(scale_dataset, work / "scale", sim, 256, args.scale_samples, api_url,
-                             work / "prefect-home")
-            finally:
-                sim.stop()
-            print(f"\nscale: {args.scale_samples} samples at ~0 latency: {r['wall']:.0f}s, "
-                  f"{args.scale_samples / r['wall']:.1f} samples/s, peak {r['peak_mb']:.0f} MB, "
-                  f"{r['summary']['total']} traces")
+            scale_run(args, cache, api_url, work)
     finally:
         if server:
             server.stop()
