@@ -234,7 +234,8 @@ def aggregate_store(store: Any, difficulty: Mapping[int, str] | None = None, wor
     for part, bucket in parts:
         for item in scan(part, workers=workers):
             if item.trace is None:
-                agg.overall.add_unreadable(item.error or f"{item.name}: unreadable")
+                problem = str(item.error or f"{item.name}: unreadable")
+                agg.overall.add_unreadable(f"{bucket}/{problem}" if bucket else problem)
                 continue
             if bucket is None and difficulty is not None:
                 agg.add(item.trace, difficulty.get(item.trace.sample_index, "unrated"))
