@@ -86,9 +86,11 @@ class RolloutSettings(_Model):
     def fingerprint(self) -> str:
         """A stable hash of the settings that shape a result (never the key, never concurrency)."""
         from geodistil.prompts import PROMPT_VERSION
+        from geodistil.tools import TOOLS_VERSION
 
         payload: dict[str, Any] = {
             "prompt_version": PROMPT_VERSION,
+            "tools_version": TOOLS_VERSION,
             "teacher": {
                 "base_url": self.teacher.resolved_base_url(),
                 "model": self.teacher.model,

@@ -16,7 +16,7 @@ from geodistil.data import DatasetSpec, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError, ReplayError
 from geodistil.images import pixel_sha256, preprocess
 from geodistil.store import TraceStore
-from geodistil.tools import TOOL_NAMES, Tool, build_tools
+from geodistil.tools import TOOL_NAMES, TOOLS_VERSION, Tool, build_tools
 from geodistil.trace import Trace
 
 
@@ -83,9 +83,12 @@ def verify_trace(trace: Trace, name: str = "", dataset: GeoDataset | None = None
         return result
     if len(images) != len(trace.images):
         result.mismatches.append(f"rebuilt {len(images)} images, the trace records {len(trace.images)}")
+    recorded = trace.teacher.tools_version if trace.teacher else ""
+    why = f" (the trace was made with tools version {recorded or '1'}, this is {TOOLS_VERSION})" \
+        if recorded != TOOLS_VERSION else ""
     for image, record in zip(images, trace.images):
         if image.size != tuple(record.size) or pixel_sha256(image) != record.sha256:
-            result.mismatches.append(f"image {record.ref}: pixels differ from the recorded sha256")
+            result.mismatches.append(f"image {record.ref}: pixels differ from the recorded sha256{why}")
         else:
             result.images += 1
     return result

@@ -24,7 +24,7 @@ from geodistil.images import pixel_sha256, preprocess, to_data_url
 from geodistil.scoring import parse_answer, score
 from geodistil.teacher import TeacherClient, TeacherReply
 from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
-from geodistil.tools import Tool, build_tools, input_ref_of, openai_tool_specs
+from geodistil.tools import TOOLS_VERSION, Tool, build_tools, input_ref_of, openai_tool_specs
 from geodistil.trace import (
     ImagePart, ImageRecord, LatLon, Message, Preprocess, TeacherInfo, TextPart, ToolCallRecord, Trace,
 )
@@ -61,7 +61,7 @@ class RolloutContext:
             base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
-            box_convention=s.tools.box_convention.value, tools=list(self.tools),
+            box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
             settings_fingerprint=s.fingerprint(),
         )
 

@@ -117,6 +117,7 @@ class TeacherInfo(BaseModel):
     max_turns: int
     box_convention: str
     tools: list[str]
+    tools_version: str = ""
     settings_fingerprint: str
 
 

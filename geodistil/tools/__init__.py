@@ -16,7 +16,11 @@ from geodistil.tools.base import Tool, ToolError, ToolOutput, input_ref_of
 from geodistil.tools.rotate import RotateTool
 from geodistil.tools.zoom import ZoomInTool
 
-__all__ = ["Tool", "ToolError", "ToolOutput", "build_tools", "openai_tool_specs", "input_ref_of", "TOOL_NAMES"]
+# bump whenever a tool's pixels change for the same arguments (2: bilinear rotation); it is part
+# of the settings fingerprint and recorded in every trace, so replay can say why hashes differ
+TOOLS_VERSION = "2"
+
+__all__ = ["TOOLS_VERSION", "Tool", "ToolError", "ToolOutput", "build_tools", "openai_tool_specs", "input_ref_of", "TOOL_NAMES"]
 
 
 def _python_code_tool(config: ToolsConfig) -> Tool:
