@@ -13,7 +13,7 @@ from geodistil.data import DatasetSpec
 from geodistil.generate import SampleRange, StorageSpec
 from geodistil.store import TraceStore
 from tests.helpers import sim_process, sim_stats
-from tests.prefect_server import prefect_server
+from tests.prefect_server import drain_services, prefect_server
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,7 @@ def test_a_dask_run_on_two_worker_processes_matches_the_local_run(api_url, demo_
             clients = dask_client.run(teacher_clients_in_this_process)
             again = generate(demo_data, dask_out, url, runner="dask", dask_address=cluster.scheduler_address)
             assert sim_stats(url)["requests"] == local_requests + dask_requests  # every sample a cache hit
+        drain_services()
 
     assert dask_requests == local_requests
     assert sorted(clients.values()) == [1, 1]  # one teacher client per worker process, shared by its tasks
