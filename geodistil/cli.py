@@ -17,6 +17,10 @@ from rich.table import Table
 
 # Prefect's ephemeral API starts a server process on first use; 20 s is too short on a busy 2-core box
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+if not os.environ.get("PREFECT_API_URL"):
+    # the temporary server is stopped while its event recorder still flushes, and prints a
+    # CancelledError traceback after every successful run; the run's own logs are unaffected
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Distil think-with-images geolocation traces from a teacher VLM.")
