@@ -1,5 +1,6 @@
-"""The generation flow fanned out to a Dask cluster of worker processes: the same traces, in the
-same order, as the run on one machine; one teacher client per worker; cache hits across workers."""
+"""The generation flow fanned out to a Dask cluster of worker processes, writing to S3: the same
+traces, in the same order, as the run on one machine; one teacher client per worker; cache hits
+across workers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import pytest
 from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.data import DatasetSpec
 from geodistil.generate import SampleRange, StorageSpec
-from geodistil.store import TraceStore
-from tests.helpers import sim_process, sim_stats
+from tests.helpers import free_port, sim_process, sim_stats
 from tests.prefect_server import drain_services, prefect_server
 
 pytestmark = pytest.mark.slow
@@ -37,11 +37,31 @@ def demo_data(tmp_path_factory) -> str:
     return make_demo_dataset(str(tmp_path_factory.mktemp("data") / "demo"), n=N, seed=21)
 
 
-def generate(dataset: str, out: str, base_url: str, **runner) -> dict:
+@pytest.fixture()
+def s3(monkeypatch) -> Iterator[dict]:
+    """A loopback S3 server (moto); credentials in the environment, as every worker machine has them."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
+    s3fs.S3FileSystem(**options).mkdir("traces-bucket")
+    try:
+        yield options
+    finally:
+        server.stop()
+
+
+def generate(dataset: str, storage: StorageSpec, base_url: str, **runner) -> dict:
     from flows.generation import generate_flow
 
     return asyncio.run(generate_flow(
-        dataset=DatasetSpec(path=dataset), storage=StorageSpec(url=out), samples=SampleRange(num_samples=N),
+        dataset=DatasetSpec(path=dataset), storage=storage, samples=SampleRange(num_samples=N),
         teacher=TeacherConfig(base_url=base_url, model="geodistil-sim"),
         generation=GenerationConfig(max_concurrency=8, rollouts_per_sample=1), **runner))
 
@@ -52,12 +72,14 @@ def teacher_clients_in_this_process() -> int:
     return len(contexts._contexts)
 
 
-def test_a_dask_run_on_two_worker_processes_matches_the_local_run(api_url, demo_data, tmp_path, monkeypatch):
+def test_a_dask_run_on_two_worker_processes_writing_to_s3_matches_the_local_run(
+        api_url, demo_data, tmp_path, s3, monkeypatch):
     from distributed import Client, LocalCluster
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.setenv("PREFECT_API_URL", api_url)  # for the worker processes, as on a real cluster
-    local_out, dask_out = str(tmp_path / "local"), str(tmp_path / "dask")
+    local_out = StorageSpec(url=str(tmp_path / "local"))
+    dask_out = StorageSpec(url="s3://traces-bucket/dask-run", storage_options=s3)
     with temporary_settings({PREFECT_API_URL: api_url}), sim_process() as url:
         local = generate(demo_data, local_out, url)
         local_requests = sim_stats(url)["requests"]
@@ -72,10 +94,13 @@ def test_a_dask_run_on_two_worker_processes_matches_the_local_run(api_url, demo_
 
     assert dask_requests == local_requests
     assert sorted(clients.values()) == [1, 1]  # one teacher client per worker process, shared by its tasks
-    local_store, dask_store = TraceStore(local_out), TraceStore(dask_out)
+    local_store, dask_store = local_out.store(), dask_out.store()
     assert dask_store.trace_names() == local_store.trace_names() == [f"trace_{i:05d}.json" for i in range(N)]
     pairs = list(zip(local_store.iter_traces(), dask_store.iter_traces()))
     assert all(a.model_dump(include=SAME) == b.model_dump(include=SAME) for (_, a), (_, b) in pairs)
     assert [e["name"] for e in dask_store.read_json("manifest.json")["traces"]] == dask_store.trace_names()
+    import s3fs
+
+    assert len(s3fs.S3FileSystem(**s3).ls("traces-bucket/dask-run/.prefect-results")) == N  # results beside traces
     for key in ("total", "success", "parse_success", "mean_distance_km", "accuracy", "tool_calls"):
         assert remote[key] == local[key] == again[key], key
