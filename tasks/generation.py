@@ -4,6 +4,10 @@ The cache key is built from explicit, versioned fields (dataset fingerprint, set
 fingerprint, trace store, sample and rollout index), never from Prefect's default policy,
 which includes the flow run id and so only hits inside one run. The task's persisted result
 is the small ``TraceRecord``; the full trace lives only in the trace store.
+
+Two tasks share that name, key and retries: ``generate_sample``, awaited on the flow's event
+loop, and ``generate_sample_on_worker``, a sync task for task runners such as Dask that run
+it on another process's thread (see ``tasks.contexts`` for why it must be sync there).
 """
 
 from __future__ import annotations

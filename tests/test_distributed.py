@@ -74,6 +74,7 @@ def teacher_clients_in_this_process() -> int:
 
 def test_a_dask_run_on_two_worker_processes_writing_to_s3_matches_the_local_run(
         api_url, demo_data, tmp_path, s3, monkeypatch):
+    import s3fs
     from distributed import Client, LocalCluster
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -99,8 +100,6 @@ def test_a_dask_run_on_two_worker_processes_writing_to_s3_matches_the_local_run(
     pairs = list(zip(local_store.iter_traces(), dask_store.iter_traces()))
     assert all(a.model_dump(include=SAME) == b.model_dump(include=SAME) for (_, a), (_, b) in pairs)
     assert [e["name"] for e in dask_store.read_json("manifest.json")["traces"]] == dask_store.trace_names()
-    import s3fs
-
     assert len(s3fs.S3FileSystem(**s3).ls("traces-bucket/dask-run/.prefect-results")) == N  # results beside traces
     for key in ("total", "success", "parse_success", "mean_distance_km", "accuracy", "tool_calls"):
         assert remote[key] == local[key] == again[key], key
