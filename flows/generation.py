@@ -33,7 +33,7 @@ from prefect.states import Failed, State
 
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.generate import SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
+from geodistil.generate import SUMMARY, SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
 from geodistil.store import TraceStore
 from geodistil.trace import TraceRecord
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
@@ -193,3 +193,14 @@ def _dask_task_runner(address: str | None) -> Any:
     except ImportError as exc:
         raise RuntimeError("runner='dask' needs the distributed extra: pip install 'geodistil[distributed]'") from exc
     return DaskTaskRunner(address=address) if address else DaskTaskRunner()
+
+
+def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
+    """Run ``generate_flow`` in this process (the CLI's entry): ``(summary, None)`` when every
+    sample finished, else ``(summary, why)`` with the summary the flow wrote before failing."""
+    from prefect.exceptions import FailedRun
+
+    try:
+        return asyncio.run(generate_flow(**params)), None
+    except FailedRun as exc:  # samples failed after retries; every trace and the summary are written
+        return params["storage"].store().read_json(SUMMARY), str(exc)

@@ -86,8 +86,6 @@ def run(
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
 ) -> None:
     """Generate traces with the Prefect generation flow (local ephemeral API unless PREFECT_API_URL is set)."""
-    from prefect.exceptions import FailedRun
-
     from geodistil.config import BoxConvention, GenerationConfig, TeacherConfig, ToolsConfig
     from geodistil.data import DatasetSpec
     from geodistil.generate import SampleRange, StorageSpec
@@ -108,13 +106,11 @@ def run(
             chunk_size=chunk_size,
             refresh=refresh,
         )
-        try:
-            summary = _run_with_progress(params)
-        except FailedRun as exc:  # samples failed after retries; the flow wrote every trace and the summary
-            _print_summary(params["storage"].store().read_json("summary.json"))
-            console.print(f"[red]{exc}[/red]\nrun the same command again to generate only the failed samples")
-            raise typer.Exit(1) from None
+        summary, failure = _run_with_progress(params)
     _print_summary(summary)
+    if failure:  # samples failed after retries; the flow wrote every trace and the summary
+        console.print(f"[red]{failure}[/red]\nrun the same command again to generate only the failed samples")
+        raise typer.Exit(1)
     console.print(f"traces in {output}")
 
 
@@ -152,10 +148,10 @@ class _demo_teacher:
             self.server.__exit__(*exc)
 
 
-def _run_with_progress(params: dict) -> dict:
+def _run_with_progress(params: dict) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.generation import generate_flow
+    from flows.generation import run_generation
     from geodistil.data import open_dataset
     from tasks.generation import add_listener, remove_listener
 
@@ -174,7 +170,7 @@ def _run_with_progress(params: dict) -> dict:
         # per-task "Finished in state Completed" lines would bury the bar; the UI keeps every state
         logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
         try:
-            return asyncio.run(generate_flow(**params))
+            return run_generation(**params)
         finally:
             remove_listener(on_record)
 
