@@ -50,7 +50,7 @@ def s3(monkeypatch) -> Iterator[dict]:
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
     options = {"endpoint_url": f"http://127.0.0.1:{port}"}
-    s3fs.S3FileSystem(**options).mkdir("traces-bucket")
+    s3fs.S3FileSystem(**options).makedirs("traces-bucket", exist_ok=True)  # moto state outlives a server
     try:
         yield options
     finally:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -115,18 +116,19 @@ def test_the_same_run_writes_to_s3(demo200, tmp_path):
     try:
         os.environ.update(env)
         fs = s3fs.S3FileSystem(endpoint_url=endpoint)
-        fs.mkdir("traces-bucket")
+        bucket = f"traces-{uuid.uuid4().hex[:8]}"  # moto's state outlives a server within one process
+        fs.mkdir(bucket)
         with sim_process("--seed", "10") as url:
-            result = run_cli(demo200, "s3://traces-bucket/run1", url, "--num-samples", "25", env=env)
+            result = run_cli(demo200, f"s3://{bucket}/run1", url, "--num-samples", "25", env=env)
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             before = sim_stats(url)["requests"]
-            again = run_cli(demo200, "s3://traces-bucket/run1", url, "--num-samples", "25", env=env)
+            again = run_cli(demo200, f"s3://{bucket}/run1", url, "--num-samples", "25", env=env)
             assert again.returncode == 0
             assert sim_stats(url)["requests"] == before
-        store = TraceStore("s3://traces-bucket/run1", {"endpoint_url": endpoint})
+        store = TraceStore(f"s3://{bucket}/run1", {"endpoint_url": endpoint})
         assert_complete_and_ordered(store, 25)
         assert store.read_json("summary.json")["total"] == 25
-        assert fs.ls("traces-bucket/run1/.prefect-results")
+        assert fs.ls(f"{bucket}/run1/.prefect-results")
     finally:
         for key in env:
             os.environ.pop(key, None)
