@@ -195,9 +195,8 @@ def replay(
 ) -> None:
     """Rebuild every image of every trace from the dataset and the tool log."""
     from geodistil.replay import verify_store
-    from geodistil.store import TraceStore
 
-    summary = verify_store(TraceStore(output))
+    summary = verify_store(_spec(output).store())
     for failure in summary.failures:
         console.print(f"[red]mismatch[/red] {failure}")
     console.print(f"verified {summary.traces} traces and {summary.images} images "

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -51,11 +52,13 @@ class RolloutContext:
     async def close(self) -> None:
         await self.teacher.close()
 
-    @property
+    @cached_property
     def tool_specs(self) -> list[dict[str, Any]]:
         return openai_tool_specs(self.tools)
 
+    @cached_property
     def teacher_info(self) -> TeacherInfo:
+        """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
             base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
@@ -116,7 +119,7 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     settings = ctx.settings
     trace = Trace(
         dataset_path=dataset.path, dataset_split=dataset.split, dataset_fingerprint=dataset.fingerprint,
-        sample_index=sample_index, rollout_index=rollout_index, teacher=ctx.teacher_info(),
+        sample_index=sample_index, rollout_index=rollout_index, teacher=ctx.teacher_info,
         geodistil_version=geodistil.__version__,
     )
     convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
