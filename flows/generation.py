@@ -180,8 +180,11 @@ async def generate_flow(
         kinds = Counter(r.error_kind for r in unfinished)
         message = (f"{len(unfinished)} of {len(records)} samples failed after retries "
                    f"({', '.join(f'{k}: {n}' for k, n in kinds.most_common())}); every trace (these as error traces), "
-                   "the manifest and the summary are written. Retry this flow run to generate only the failed samples.")
+                   "the manifest and the summary are written. Retry this flow run to generate only the failed samples. "
+                   f"First: {unfinished[0].name}: {unfinished[0].error}")
         logger.error(message)
+        for record in unfinished[1:10]:
+            logger.error("%s: %s: %s", record.name, record.error_kind, record.error)
         return Failed(message=message)
     return summary
 

@@ -49,6 +49,7 @@ class Sample:
     lon: float
     clues: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    encoded: bytes | None = None  # the image file as stored, when the row holds one
 
 
 def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
@@ -127,40 +128,42 @@ class GeoDataset:
     def sample(self, index: int) -> Sample:
         """The sample at ``index``; ``SampleError`` names the index and the problem."""
         row = self.row(index)
-        image = _decode_image(index, row.get(self.image_column))
+        image, encoded = _decode_image(index, row.get(self.image_column))
         lat = _coordinate(index, row.get(self.lat_column), "latitude", 90.0)
         lon = _coordinate(index, row.get(self.lon_column), "longitude", 180.0)
         clues = row.get(self.clues_column) if self.clues_column else None
         used = {self.image_column, self.lat_column, self.lon_column, self.clues_column}
         meta = {k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool))}
         return Sample(index=index, image=image, lat=lat, lon=lon,
-                      clues=str(clues) if clues is not None else None, meta=meta)
+                      clues=str(clues) if clues is not None else None, meta=meta, encoded=encoded)
 
 
-def _decode_image(index: int, value: Any) -> Image.Image:
+def _decode_image(index: int, value: Any) -> tuple[Image.Image, bytes | None]:
+    """The decoded image, and the file's bytes when the row holds a file rather than pixels."""
     if value is None:
         raise SampleError(index, "image is missing")
     try:
         if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict) and value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
+            return value, None
+        if isinstance(value, dict) and value.get("bytes"):
+            data = bytes(value["bytes"])
         elif isinstance(value, dict) and value.get("path"):
             with fsspec.open(value["path"], "rb") as f:
-                image = Image.open(io.BytesIO(f.read()))
+                data = f.read()
         elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
+            data = bytes(value)
         elif isinstance(value, str):
             with fsspec.open(value, "rb") as f:
-                image = Image.open(io.BytesIO(f.read()))
+                data = f.read()
         else:
             raise SampleError(index, f"image has an unsupported type {type(value).__name__}")
+        image = Image.open(io.BytesIO(data))
         image.load()
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many kinds for a broken file
         raise SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    return image
+    return image, data
 
 
 def _coordinate(index: int, value: Any, what: str, limit: float) -> float:

@@ -11,6 +11,7 @@ from PIL import Image
 
 # vision encoders work in 28-pixel patches (Qwen2-VL family); sizes stay multiples of it
 PATCH = 28
+EXIF_ORIENTATION = 0x0112
 
 
 def fit_to_max_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
@@ -47,7 +48,22 @@ def to_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> str
     else:
         image.save(buf, format="PNG")
         mime = "image/png"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+    return bytes_data_url(buf.getvalue(), mime)
+
+
+def sendable_source(image: Image.Image, sent: Image.Image, source: bytes | None, fmt: str) -> bytes | None:
+    """The dataset file's own bytes, when sending them shows the teacher exactly ``sent``.
+
+    That is a JPEG sent at its stored size and mode, with no EXIF rotation for a viewer to
+    apply: re-encoding it would cost CPU and add a second round of compression for nothing.
+    """
+    if source is None or sent is not image or fmt != "jpeg" or image.format != "JPEG":
+        return None
+    return source if image.getexif().get(EXIF_ORIENTATION, 1) == 1 else None
+
+
+def bytes_data_url(data: bytes, mime: str = "image/jpeg") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def from_data_url(url: str) -> Image.Image:

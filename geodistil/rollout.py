@@ -21,9 +21,9 @@ from geodistil import prompts
 from geodistil.config import RolloutSettings
 from geodistil.data import GeoDataset, Sample
 from geodistil.errors import SampleError, TeacherError, ToolError
-from geodistil.images import pixel_sha256, preprocess, to_data_url
+from geodistil.images import bytes_data_url, pixel_sha256, preprocess, sendable_source, to_data_url
 from geodistil.scoring import parse_answer, score
-from geodistil.teacher import TeacherClient, TeacherReply
+from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
 from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import TOOLS_VERSION, Tool, build_tools, input_ref_of, openai_tool_specs
 from geodistil.trace import (
@@ -82,18 +82,22 @@ class _Conversation:
 
     def __init__(self, image_format: str, quality: int) -> None:
         self.stored: list[Message] = []
-        self.sent: list[dict[str, Any]] = []
+        self.sent = EncodedMessages()
         self.images: list[Image.Image] = []
         self.records: list[ImageRecord] = []
         self._urls: list[str] = []
         self._format, self._quality = image_format, quality
 
-    def add_image(self, image: Image.Image) -> int:
-        """Register an image (hash + data URL computed once) and return its ref."""
+    def add_image(self, image: Image.Image, source: bytes | None = None) -> int:
+        """Register an image (hash + data URL computed once) and return its ref.
+
+        ``source``: the image's JPEG file, sent as it is instead of encoding ``image`` again.
+        """
         ref = len(self.images)
         self.images.append(image)
         self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
-        self._urls.append(to_data_url(image, self._format, self._quality))
+        self._urls.append(bytes_data_url(source) if source is not None
+                          else to_data_url(image, self._format, self._quality))
         return ref
 
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
@@ -109,9 +113,12 @@ class _Conversation:
         self.sent.append(sent)
 
 
-def _load(dataset: GeoDataset, sample_index: int, max_pixels: int) -> tuple[Sample, Image.Image]:
+def _load(dataset: GeoDataset, sample_index: int, max_pixels: int, fmt: str
+          ) -> tuple[Sample, Image.Image, bytes | None]:
+    """The sample, its image as sent, and the file to send for it when no re-encoding is needed."""
     sample = dataset.sample(sample_index)
-    return sample, preprocess(sample.image, max_pixels)
+    sent = preprocess(sample.image, max_pixels)
+    return sample, sent, sendable_source(sample.image, sent, sample.encoded, fmt)
 
 
 async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext) -> Trace:
@@ -124,12 +131,14 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     )
     convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
     try:
-        sample, sent_image = await asyncio.to_thread(_load, dataset, sample_index, settings.image.max_pixels)
+        sample, sent_image, source = await asyncio.to_thread(
+            _load, dataset, sample_index, settings.image.max_pixels, settings.image.image_format)
         trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
         trace.clues = sample.clues
-        ref0 = await asyncio.to_thread(convo.add_image, sent_image)
+        ref0 = await asyncio.to_thread(convo.add_image, sent_image, source)
         trace.preprocess = Preprocess(original_size=sample.image.size, sent_size=sent_image.size,
-                                      max_pixels=settings.image.max_pixels)
+                                      max_pixels=settings.image.max_pixels,
+                                      sent_as="source" if source is not None else "encoded")
         await _converse(trace, convo, sample, ref0, ctx)
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"

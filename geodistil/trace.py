@@ -67,6 +67,9 @@ class Preprocess(BaseModel):
     sent_size: tuple[int, int]
     max_pixels: int
     mode: str = "RGB"
+    # "source": the dataset's JPEG file was sent as it is; "encoded": the pixels were encoded
+    # per the image settings. Either way ref 0's pixels are the decoded, preprocessed image.
+    sent_as: Literal["source", "encoded"] = "encoded"
 
 
 class ImageRecord(BaseModel):

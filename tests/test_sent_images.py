@@ -1,0 +1,98 @@
+"""What the teacher is sent: the dataset's own JPEG when that shows exactly the pixels the
+tools work on, else an encoding of those pixels; request bodies joined from messages encoded once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+
+import datasets
+import pytest
+from PIL import Image
+
+from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig
+from geodistil.data import DatasetSpec, GeoDataset
+from geodistil.images import pixel_sha256, sendable_source
+from geodistil.replay import verify_trace
+from geodistil.rollout import RolloutContext, _load, rollout
+from geodistil.sim.server import SimConfig, SimServer
+from geodistil.teacher import EncodedMessages
+
+
+def encoded(fmt: str, size=(320, 240), exif_orientation: int | None = None) -> bytes:
+    image = Image.new("RGB", size, (40, 120, 200))
+    image.paste((250, 250, 0), (20, 20, 120, 80))
+    buf = io.BytesIO()
+    kwargs = {}
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif.tobytes()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def dataset_of(tmp_path, files: list[bytes]) -> GeoDataset:
+    rows = {"image": [{"bytes": f, "path": None} for f in files], "lat": [48.85] * len(files),
+            "lon": [2.35] * len(files), "clues": ["A road sign reads: Paris 5 km"] * len(files)}
+    features = datasets.Features({"image": datasets.Image(), "lat": datasets.Value("float64"),
+                                  "lon": datasets.Value("float64"), "clues": datasets.Value("string")})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    return GeoDataset(DatasetSpec(path=str(tmp_path / "ds")))
+
+
+def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes(tmp_path):
+    jpeg = encoded("JPEG")
+    sample, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, max_pixels=1024 * 768, fmt="jpeg")
+    assert source == jpeg
+    assert sent is sample.image  # the pixels the tools and replay use are the decoded file
+
+
+@pytest.mark.parametrize("fmt, size, max_pixels, orientation, why", [
+    ("PNG", (320, 240), 1024 * 768, None, "not a JPEG"),
+    ("JPEG", (320, 240), 200 * 150, None, "resized before sending"),
+    ("JPEG", (320, 240), 1024 * 768, 6, "a viewer would rotate it by its EXIF orientation"),
+])
+def test_other_images_are_encoded_from_their_pixels(tmp_path, fmt, size, max_pixels, orientation, why):
+    _, _, source = _load(dataset_of(tmp_path, [encoded(fmt, size, orientation)]), 0, max_pixels, "jpeg")
+    assert source is None, why
+
+
+def test_png_sending_never_sends_a_jpeg_file():
+    image = Image.open(io.BytesIO(encoded("JPEG")))
+    image.load()
+    assert sendable_source(image, image, encoded("JPEG"), fmt="png") is None
+
+
+def test_the_request_body_is_the_messages_encoded_once_each():
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": [{"type": "text", "text": "São Paulo? 東京?"}]}]
+    encoded_messages = EncodedMessages(messages[:1])
+    encoded_messages.append(messages[1])
+    assert json.loads(bytes(encoded_messages)) == messages == encoded_messages.as_list()
+    assert len(encoded_messages) == 2
+
+
+def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
+    jpeg = encoded("JPEG", size=(640, 480))
+    dataset = dataset_of(tmp_path, [jpeg])
+    with SimServer(SimConfig(port=0, seed=3, tool_calls=2)) as sim:
+        settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url, timeout_s=30),
+                                   generation=GenerationConfig(max_turns=6), image=ImageConfig())
+
+        async def one():
+            ctx = RolloutContext.create(settings)
+            try:
+                return await rollout(dataset, 0, 0, ctx)
+            finally:
+                await ctx.close()
+
+        trace = asyncio.run(one())
+    assert trace.ok and trace.preprocess is not None and trace.preprocess.sent_as == "source"
+    decoded = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    assert trace.images[0].sha256 == pixel_sha256(decoded)
+    assert len(trace.tool_calls_log) == 2  # the sim calls a tool on each of its first two turns
+    assert verify_trace(trace, dataset=dataset).ok
+    assert base64.b64encode(jpeg).decode() not in trace.to_json()  # the trace never holds image bytes
