@@ -5,6 +5,8 @@ calls so every conversation has the same number of turns), then for each concurr
 ``geodistil run`` in a fresh process and measures wall time, CPU seconds of that process
 (orchestration: Prefect, client, tools) and its peak memory. The baseline is the old design:
 the same rollouts driven by ``ThreadPoolExecutor(max_workers=8)`` with ordered collection.
+At the ``--plain`` concurrencies the same rollouts also run through ``geodistil.generate``
+(plain asyncio, no Prefect), so the table shows what Prefect's task runs add.
 
     python bench/bench_generation.py                       # 1000 samples, 2 s latency, c=8,64,256,1024
     python bench/bench_generation.py --scale-samples 20000 # + near-zero-latency throughput run
@@ -105,6 +107,30 @@ def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, 
             "summary": summary}
 
 
+PLAIN_DRIVER = """
+import asyncio, sys
+from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
+from geodistil.data import DatasetSpec
+from geodistil.generate import SampleRange, StorageSpec, generate
+dataset, out, url, concurrency, samples = sys.argv[1:6]
+settings = RolloutSettings(teacher=TeacherConfig(base_url=url, timeout_s=600),
+                           generation=GenerationConfig(max_turns=6, max_concurrency=int(concurrency)))
+asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=out), settings, SampleRange(num_samples=int(samples))))
+"""
+
+
+def run_plain(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int) -> dict:
+    """The same rollouts through ``geodistil.generate`` (asyncio, no Prefect): what Prefect adds."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", PLAIN_DRIVER, dataset, str(out), sim.url, str(concurrency),
+                             str(samples)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("the plain driver failed")
+    return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime,
+            "peak_mb": usage.ru_maxrss / 1024}
+
+
 def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
     """The old design: 8 threads, each with its own client and loop, results collected in order."""
     import threading
@@ -142,6 +168,7 @@ def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
 def latency_runs(args: argparse.Namespace, dataset: str, turns: int, api_url: str | None, work: Path) -> None:
     """Baseline, then the flow at each concurrency, against a teacher with ``--latency``."""
     rows = []
+    plain = {int(x) for x in args.plain.split(",") if x}
     sim = Sim(args.latency, args.tool_calls)
     try:
         base_n = args.baseline_samples or args.samples
@@ -152,12 +179,16 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, api_url: st
         rows.append(("baseline threads=8", baseline["wall"], base_ideal, baseline["cpu"], None, base_n,
                      baseline["turns"], None))
         for c in (int(x) for x in args.concurrency.split(",")):
+            ideal = turns * args.latency * math.ceil(args.samples / c)
             requests0 = sim_stats(sim.url)["requests"]
             r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, api_url, work / "prefect-home")
             sample_turns = sim_stats(sim.url)["requests"] - requests0
-            ideal = turns * args.latency * math.ceil(args.samples / c)
             rows.append((f"flow c={c}", r["wall"], ideal, r["cpu"], r["peak_mb"], args.samples,
                          sample_turns / args.samples, base_wall / r["wall"]))
+            if c in plain:
+                p = run_plain(dataset, work / f"plain-c{c}", sim, c, args.samples)
+                rows.append((f"  no Prefect c={c}", p["wall"], ideal, p["cpu"], p["peak_mb"], args.samples,
+                             sample_turns / args.samples, base_wall / p["wall"]))
     finally:
         sim.stop()
     print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, "
@@ -189,6 +220,8 @@ def main() -> None:
     parser.add_argument("--tool-calls", type=int, default=2, help="tool calls per conversation (turns = this + 1)")
     parser.add_argument("--concurrency", default="8,64,256,1024")
     parser.add_argument("--baseline-samples", type=int, default=None, help="default: --samples")
+    parser.add_argument("--plain", default="256",
+                        help="concurrencies at which to also run the plain asyncio driver (no Prefect), e.g. 256")
     parser.add_argument("--scale-samples", type=int, default=0, help="also run this many at near-zero latency")
     parser.add_argument("--only-scale", action="store_true", help="skip the latency runs and the baseline")
     parser.add_argument("--ephemeral", action="store_true", help="use Prefect's in-process ephemeral API")

@@ -34,6 +34,7 @@ from prefect.states import Failed, State
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.generate import SUMMARY, SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
+from geodistil.memory import release_free_memory
 from geodistil.store import TraceStore
 from geodistil.trace import TraceRecord
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
@@ -128,6 +129,7 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
         return await run(sample_task, jobs, settings.generation.max_concurrency, finish)
     finally:
         await close_shared_contexts()
+        release_free_memory()  # keeps a long run's memory flat from chunk to chunk
 
 
 @task(name="write-run-outputs", cache_policy=NO_CACHE)
