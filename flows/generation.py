@@ -91,7 +91,10 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
     while futures:
         i = await finished.get()
         future = futures.pop(i)
-        future.wait(0)  # done already: this only takes its final state
+        # Done, but its final state still has to be fetched from the worker: wait for it off this
+        # loop. A zero timeout gives up on a busy cluster, and the state then falls back to what
+        # the API knows so far, which may not yet be final: a finished sample counted as failed.
+        await asyncio.to_thread(future.wait)
         records[i] = asyncio.ensure_future(finish(jobs[i], future.state))
         for j in islice(upcoming, 1):
             submit(j)
