@@ -1,0 +1,3 @@
+from geodistil.cli import main
+
+main()

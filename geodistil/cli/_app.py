@@ -1,0 +1,37 @@
+"""The ``geodistil`` Typer app and what its commands share: the console, storage options."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from geodistil.generate import StorageSpec
+
+# Prefect's ephemeral API starts a server process on first use; 20 s is too short on a busy 2-core box
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+if not os.environ.get("PREFECT_API_URL"):
+    # the temporary server is stopped while its event recorder still flushes, and prints a
+    # CancelledError traceback after every successful run; the run's own logs are unaffected
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Distil think-with-images geolocation traces from a teacher VLM.")
+console = Console()
+
+
+def storage_options_from_env(url: str) -> dict | None:
+    """S3 endpoint from the environment (credentials stay there, never in parameters)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if url.startswith("s3://") and endpoint:
+        return {"endpoint_url": endpoint}
+    return None
+
+
+def storage_spec(url: str) -> "StorageSpec":
+    from geodistil.generate import StorageSpec
+
+    return StorageSpec(url=url, storage_options=storage_options_from_env(url))

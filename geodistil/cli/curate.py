@@ -1,0 +1,182 @@
+"""Curation commands: stats, filter, split, export; each the plain library call or, with
+``--prefect``, its Prefect flow."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from geodistil.cli._app import app, console, storage_spec
+
+
+def _stage(use_prefect: bool, flow_name: str, plain, **params):
+    """Run a curation stage as its Prefect flow (``--prefect``) or as the plain library call."""
+    if not use_prefect:
+        return plain()
+    import flows.curation as curation_flows
+
+    return getattr(curation_flows, flow_name)(**params)
+
+
+def _print_stats(summary: dict) -> None:
+    def pct(v) -> str:
+        return "–" if v is None else f"{v:.1%}"
+
+    def num(v, digits: int = 0) -> str:
+        return "–" if v is None else f"{v:,.{digits}f}"
+
+    table = Table(title=f"traces in {summary.get('store', '')}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    acc = summary.get("accuracy", {})
+    rows = [
+        ("traces", f"{summary['total']}  ({summary['success']} ok, {summary['failed']} failed, "
+                   f"{summary['unreadable']} unreadable)"),
+        ("parse rate", pct(summary["parse_success_rate"])),
+        ("distance mean / median", f"{num(summary['mean_distance_km'])} / {num(summary['median_distance_km'])} km"),
+        ("reward / GeoScore", f"{num(summary['mean_reward'], 3)} / {num(summary['mean_geoscore'])}"),
+        ("accuracy 1/25/200/750/2500 km", " ".join(pct(acc.get(k)) for k in ("1km", "25km", "200km", "750km",
+                                                                               "2500km"))),
+        ("same country", pct(summary["country_accuracy"])),
+        ("tool use", f"{pct(summary['traces_using_tools'])} of traces, {num(summary['mean_tool_calls'], 2)} "
+                     f"calls/trace, {pct(summary['tool_error_rate'])} failed"),
+        ("turns (mean)", num(summary["mean_turns"], 2)),
+        ("stop reasons", ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items()) or "–"),
+        ("tokens p50 prompt / completion", f"{num(summary['tokens']['prompt']['p50'])} / "
+                                           f"{num(summary['tokens']['completion']['p50'])}"),
+        ("latency p50 / p90 / p99 (s)", " / ".join(num(summary["latency_s"][p], 2) for p in ("p50", "p90", "p99"))),
+    ]
+    if summary.get("error_kinds"):
+        rows.append(("errors", ", ".join(f"{k} {v}" for k, v in summary["error_kinds"].items())))
+    for bucket, part in summary.get("by_difficulty", {}).items():
+        rows.append((f"  {bucket}", f"{part['total']} traces, median {num(part['median_distance_km'])} km, "
+                                    f"GeoScore {num(part['mean_geoscore'])}"))
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+    for problem in summary.get("unreadable_traces", [])[:20]:
+        console.print(f"[yellow]skipped[/yellow] {problem}")
+
+
+@app.command("stats")
+def stats(
+    output: str = typer.Argument(..., help="trace folder or s3://bucket/prefix (or a split folder)"),
+    difficulty_from: Optional[str] = typer.Option(None, help="split folder whose ratings bucket these traces"),
+    report: bool = typer.Option(True, "--report/--no-report", help="also write report.html"),
+    use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
+) -> None:
+    """Summarise a trace store: prints a table, writes summary.json and report.html into it."""
+    from geodistil.curate import read_difficulty
+    from geodistil.stats import REPORT, SUMMARY, run_aggregate
+
+    spec = storage_spec(output)
+    source = storage_spec(difficulty_from) if difficulty_from else None
+    summary = _stage(use_prefect, "aggregate_flow",
+                     lambda: run_aggregate(spec.store(), read_difficulty(source.store()) if source else None, report),
+                     storage=spec, difficulty_from=source, report=report)
+    _print_stats(summary)
+    console.print(f"wrote {output.rstrip('/')}/{SUMMARY}" + (f" and {output.rstrip('/')}/{REPORT}" if report else ""))
+
+
+@app.command("filter")
+def filter_(
+    output: str = typer.Argument(..., help="trace folder or s3:// prefix to read"),
+    dest: str = typer.Argument(..., help="folder or s3:// prefix for the kept traces"),
+    min_reward: Optional[float] = typer.Option(0.5, min=0.0, max=1.0, help="minimum reward (0.5 = about 1035 km)"),
+    any_reward: bool = typer.Option(False, "--any-reward", help="no minimum reward"),
+    max_turns: Optional[int] = typer.Option(None, min=1, help="maximum assistant turns"),
+    require_tool_use: bool = typer.Option(False, help="keep only traces with a successful tool call"),
+    required_tool: list[str] = typer.Option([], help="a tool every kept trace must call (repeatable)"),
+    forbidden_tool: list[str] = typer.Option([], help="a tool no kept trace may call (repeatable)"),
+    keep_errors: bool = typer.Option(False, help="keep traces whose rollout failed"),
+    keep_unparsed: bool = typer.Option(False, help="keep traces without a parseable answer"),
+    keep_failed_tool_calls: bool = typer.Option(False, help="keep traces with a failed tool call"),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop near-duplicate answers of a sample"),
+    dedup_similarity: float = typer.Option(0.95, min=0.5, max=1.0),
+    use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
+) -> None:
+    """Copy the traces that pass the quality rules; writes filter.json and rejected.jsonl beside them."""
+    from geodistil.curate import FilterConfig, run_filter
+
+    config = FilterConfig(no_error=not keep_errors, parse_success=not keep_unparsed,
+                          min_reward=None if any_reward else min_reward, max_turns=max_turns,
+                          require_tool_use=require_tool_use, required_tools=tuple(required_tool),
+                          forbidden_tools=tuple(forbidden_tool), no_failed_tool_call=not keep_failed_tool_calls,
+                          dedup_answers=dedup, dedup_similarity=dedup_similarity)
+    src, out = storage_spec(output), storage_spec(dest)
+    manifest = _stage(use_prefect, "filter_flow", lambda: run_filter(src.store(), out.store(), config),
+                      source=src, dest=out, config=config)
+    table = Table(title=f"kept {manifest['kept']} of {manifest['total']} traces", title_justify="left")
+    table.add_column("removed by")
+    table.add_column("traces", justify="right")
+    for rule, count in manifest["removed"].items():
+        table.add_row(rule, str(count))
+    console.print(table)
+    console.print(f"kept traces in {dest}; every rejected trace and its reason in {dest.rstrip('/')}/rejected.jsonl")
+
+
+@app.command("split")
+def split(
+    output: str = typer.Argument(..., help="trace folder or s3:// prefix to split"),
+    dest: str = typer.Argument(..., help="folder or s3:// prefix for easy/ medium/ hard/"),
+    difficulty_from: Optional[str] = typer.Option(
+        None, help="rate samples on this store (e.g. the unfiltered run) instead of OUTPUT"),
+    method: str = typer.Option("auto", help="auto | pass_rate | reward_bands"),
+    pass_reward: float = typer.Option(0.6, min=0.0, max=1.0, help="a rollout passes at or above this reward"),
+    easy_min_pass_rate: float = typer.Option(0.75, min=0.0, max=1.0),
+    hard_max_pass_rate: float = typer.Option(0.25, min=0.0, max=1.0),
+    easy_min_reward: float = typer.Option(0.8, min=0.0, max=1.0, help="one rollout: easy at or above"),
+    hard_max_reward: float = typer.Option(0.4, min=0.0, max=1.0, help="one rollout: hard below"),
+    use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
+) -> None:
+    """Split traces into easy / medium / hard by each sample's pass rate over its rollouts."""
+    from geodistil.curate import SplitConfig, run_split
+
+    config = SplitConfig(method=method, pass_reward=pass_reward, easy_min_pass_rate=easy_min_pass_rate,
+                         hard_max_pass_rate=hard_max_pass_rate, easy_min_reward=easy_min_reward,
+                         hard_max_reward=hard_max_reward)
+    src, out = storage_spec(output), storage_spec(dest)
+    rater = storage_spec(difficulty_from) if difficulty_from else None
+    manifest = _stage(use_prefect, "split_flow",
+                      lambda: run_split(src.store(), out.store(), config, rater.store() if rater else None),
+                      source=src, dest=out, config=config, difficulty_source=rater)
+    table = Table(title=f"split of {manifest['total']} traces", title_justify="left")
+    for column in ("difficulty", "samples", "traces"):
+        table.add_column(column, justify="left" if column == "difficulty" else "right")
+    for bucket, count in manifest["counts"].items():
+        table.add_row(bucket, str(count["samples"]), str(count["traces"]))
+    console.print(table)
+    for problem in manifest["unreadable_traces"][:20]:
+        console.print(f"[yellow]skipped[/yellow] {problem}")
+
+
+@app.command("export")
+def export(
+    output: str = typer.Argument(..., help="trace folder or s3:// prefix to export"),
+    dest: str = typer.Argument(..., help="folder or s3:// prefix for the training data"),
+    format: str = typer.Option("hf", "--format", help="hf (TRL messages + images, Parquet) | sharegpt (LLaMA-Factory)"),
+    include_reasoning: bool = typer.Option(False, help="keep the teacher's reasoning in <think>...</think>"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="load the export back and check every image"),
+    dataset: Optional[str] = typer.Option(None, help="dataset to replay images from (default: the traces' own)"),
+    use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
+) -> None:
+    """Write SFT-ready data with every image rebuilt by replay and checked against its hash."""
+    from geodistil.data import DatasetSpec
+    from geodistil.export import ExportConfig, run_export
+
+    if format not in ("hf", "sharegpt"):
+        raise typer.BadParameter("--format must be hf or sharegpt")
+    config = ExportConfig(format=format, include_reasoning=include_reasoning, verify=verify,
+                          dataset=DatasetSpec(path=dataset) if dataset else None)
+    src, out = storage_spec(output), storage_spec(dest)
+    manifest = _stage(use_prefect, "export_flow", lambda: run_export(src.store(), out.store(), config),
+                      source=src, dest=out, config=config)
+    for problem in manifest["skipped_traces"][:20]:
+        console.print(f"[yellow]skipped[/yellow] {problem}")
+    check = manifest.get("verification")
+    status = "not verified" if check is None else ("verified" if check["ok"] else "[red]verification failed[/red]")
+    console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}")
+    if check is not None and not check["ok"]:
+        raise typer.Exit(1)

@@ -1,0 +1,40 @@
+"""Commands that look at a trace store: replay (verify every image) and view (the web viewer)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from geodistil.cli._app import app, console, storage_spec, storage_options_from_env
+
+
+@app.command("replay")
+def replay(
+    output: str = typer.Argument(..., help="trace folder or s3://bucket/prefix"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="compare every rebuilt image's sha256"),
+) -> None:
+    """Rebuild every image of every trace from the dataset and the tool log."""
+    from geodistil.replay import verify_store
+
+    summary = verify_store(storage_spec(output).store())
+    for failure in summary.failures:
+        console.print(f"[red]mismatch[/red] {failure}")
+    console.print(f"verified {summary.traces} traces and {summary.images} images "
+                  f"({summary.skipped} error traces without images, {len(summary.failures)} failures)")
+    if verify and not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("view")
+def view(
+    output: str = typer.Argument(..., help="trace folder or s3://bucket/prefix"),
+    port: int = typer.Option(8765, "--port", "-p", min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (the default keeps it on this machine)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset to replay images from (default: the traces' own)"),
+) -> None:
+    """Serve a web page over a trace store: the list, each conversation, its images and a world map."""
+    from geodistil.viewer import serve
+
+    serve(output, host=host, port=port, dataset=dataset, storage_options=storage_options_from_env(output))
+
