@@ -96,3 +96,22 @@ def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
     assert len(trace.tool_calls_log) == 2  # the sim calls a tool on each of its first two turns
     assert verify_trace(trace, dataset=dataset).ok
     assert base64.b64encode(jpeg).decode() not in trace.to_json()  # the trace never holds image bytes
+
+
+def test_native_tool_calls_and_tool_messages_go_through_the_encoded_body(tmp_path):
+    dataset = dataset_of(tmp_path, [encoded("JPEG", size=(640, 480))])
+    with SimServer(SimConfig(port=0, seed=5, tool_calls=2, tool_style="native")) as sim:
+        settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url, timeout_s=30, tool_style="native"),
+                                   generation=GenerationConfig(max_turns=6))
+
+        async def one():
+            ctx = RolloutContext.create(settings)
+            try:
+                return await rollout(dataset, 0, 0, ctx)
+            finally:
+                await ctx.close()
+
+        trace = asyncio.run(one())
+    assert trace.ok and trace.stop_reason == "answered" and trace.parse_success
+    assert len(trace.tool_calls_log) == 2 and all(c.call_id for c in trace.tool_calls_log)
+    assert [m.role for m in trace.messages].count("tool") == 2  # each call answered by a tool message
