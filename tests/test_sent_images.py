@@ -43,6 +43,18 @@ def dataset_of(tmp_path, files: list[bytes]) -> GeoDataset:
     return GeoDataset(DatasetSpec(path=str(tmp_path / "ds")))
 
 
+def roll_out(dataset: GeoDataset, settings: RolloutSettings):
+    """Sample 0, rollout 0, through a fresh teacher client."""
+    async def one():
+        ctx = RolloutContext.create(settings)
+        try:
+            return await rollout(dataset, 0, 0, ctx)
+        finally:
+            await ctx.close()
+
+    return asyncio.run(one())
+
+
 def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes(tmp_path):
     jpeg = encoded("JPEG")
     sample, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, max_pixels=1024 * 768, fmt="jpeg")
@@ -81,15 +93,7 @@ def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
     with SimServer(SimConfig(port=0, seed=3, tool_calls=2)) as sim:
         settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url, timeout_s=30),
                                    generation=GenerationConfig(max_turns=6), image=ImageConfig())
-
-        async def one():
-            ctx = RolloutContext.create(settings)
-            try:
-                return await rollout(dataset, 0, 0, ctx)
-            finally:
-                await ctx.close()
-
-        trace = asyncio.run(one())
+        trace = roll_out(dataset, settings)
     assert trace.ok and trace.preprocess is not None and trace.preprocess.sent_as == "source"
     decoded = Image.open(io.BytesIO(jpeg)).convert("RGB")
     assert trace.images[0].sha256 == pixel_sha256(decoded)
@@ -103,15 +107,7 @@ def test_native_tool_calls_and_tool_messages_go_through_the_encoded_body(tmp_pat
     with SimServer(SimConfig(port=0, seed=5, tool_calls=2, tool_style="native")) as sim:
         settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url, timeout_s=30, tool_style="native"),
                                    generation=GenerationConfig(max_turns=6))
-
-        async def one():
-            ctx = RolloutContext.create(settings)
-            try:
-                return await rollout(dataset, 0, 0, ctx)
-            finally:
-                await ctx.close()
-
-        trace = asyncio.run(one())
+        trace = roll_out(dataset, settings)
     assert trace.ok and trace.stop_reason == "answered" and trace.parse_success
     assert len(trace.tool_calls_log) == 2 and all(c.call_id for c in trace.tool_calls_log)
     assert [m.role for m in trace.messages].count("tool") == 2  # each call answered by a tool message
