@@ -95,16 +95,20 @@ def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, 
     cmd = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
            "--base-url", sim.url, "--num-samples", str(samples), "--max-concurrency", str(concurrency),
            "--max-turns", "6", "--timeout", "600"]
+    measured = measure(cmd, env, "geodistil run")
+    return {**measured, "summary": json.loads((out / "summary.json").read_text())}
+
+
+def measure(cmd: list[str], env: dict[str, str] | None, what: str) -> dict:
+    """Run ``cmd`` to the end: its wall time, and the child's own CPU seconds and peak memory."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time and peak memory
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"geodistil run exited {proc.returncode}")
-    summary = json.loads((out / "summary.json").read_text())
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024,
-            "summary": summary}
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{what} exited {code}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
 
 
 PLAIN_DRIVER = """
@@ -121,14 +125,8 @@ asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=out), settings, 
 
 def run_plain(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int) -> dict:
     """The same rollouts through ``geodistil.generate`` (asyncio, no Prefect): what Prefect adds."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", PLAIN_DRIVER, dataset, str(out), sim.url, str(concurrency),
-                             str(samples)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError("the plain driver failed")
-    return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime,
-            "peak_mb": usage.ru_maxrss / 1024}
+    return measure([sys.executable, "-c", PLAIN_DRIVER, dataset, str(out), sim.url, str(concurrency), str(samples)],
+                   None, "the plain driver")
 
 
 def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:

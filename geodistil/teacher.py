@@ -54,14 +54,8 @@ class EncodedMessages:
     def append(self, message: dict[str, Any]) -> None:
         self._parts.append(json.dumps(message, ensure_ascii=False).encode())
 
-    def __len__(self) -> int:
-        return len(self._parts)
-
     def __bytes__(self) -> bytes:
         return b"[" + b",".join(self._parts) + b"]"
-
-    def as_list(self) -> list[dict[str, Any]]:
-        return [json.loads(part) for part in self._parts]
 
 
 def _retry_after_s(exc: openai.APIStatusError) -> float | None:

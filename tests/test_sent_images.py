@@ -83,8 +83,7 @@ def test_the_request_body_is_the_messages_encoded_once_each():
                 {"role": "user", "content": [{"type": "text", "text": "São Paulo? 東京?"}]}]
     encoded_messages = EncodedMessages(messages[:1])
     encoded_messages.append(messages[1])
-    assert json.loads(bytes(encoded_messages)) == messages == encoded_messages.as_list()
-    assert len(encoded_messages) == 2
+    assert json.loads(bytes(encoded_messages)) == messages
 
 
 def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
