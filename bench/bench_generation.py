@@ -69,33 +69,47 @@ class Sim:
 
 
 class PrefectServer:
-    """A separate Prefect server, as a deployment has: its CPU is not the flow's."""
+    """A separate Prefect server, as a deployment has, with the settings the README recommends."""
 
     def __init__(self, home: Path) -> None:
+        from flows.generation import SERVER_SETTINGS
+
         self.port = free_port()
-        self.env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        self.env = {**os.environ, **SERVER_SETTINGS, "PREFECT_HOME": str(home),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         self.proc = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/api"
         wait_http(self.url + "/health", timeout=120)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU so far of the server process and its reaped children (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
 
 
-def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, api_url: str | None,
+def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, server: PrefectServer | None,
              home: Path) -> dict:
+    """``geodistil run`` in a child process; with no ``server`` it starts Prefect's embedded one,
+    whose CPU then counts as the run's (a reaped child)."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
+    if server:
+        env["PREFECT_API_URL"] = server.url
     else:
         env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
            "--base-url", sim.url, "--num-samples", str(samples), "--max-concurrency", str(concurrency),
            "--max-turns", "6", "--timeout", "600"]
+    server_cpu0 = server.cpu_seconds() if server else 0.0
     measured = measure(cmd, env, "geodistil run")
+    if server:
+        time.sleep(2)  # the server records the last events after the run has ended
+        measured["server_cpu"] = server.cpu_seconds() - server_cpu0
     return {**measured, "summary": json.loads((out / "summary.json").read_text())}
 
 
@@ -163,7 +177,8 @@ def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
             "turns": sum(r.num_turns for r in records) / len(records)}
 
 
-def latency_runs(args: argparse.Namespace, dataset: str, turns: int, api_url: str | None, work: Path) -> None:
+def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: PrefectServer | None,
+                 work: Path) -> None:
     """Baseline, then the flow at each concurrency, against a teacher with ``--latency``."""
     rows = []
     plain = {int(x) for x in args.plain.split(",") if x}
@@ -171,44 +186,49 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, api_url: st
     try:
         base_n = args.baseline_samples or args.samples
         baseline = run_baseline(dataset, work / "baseline", sim, base_n)
-        base_ideal = turns * args.latency * math.ceil(base_n / 8)
         # per-sample baseline time, scaled to --samples if the baseline ran fewer
         base_wall = baseline["wall"] * args.samples / base_n
-        rows.append(("baseline threads=8", baseline["wall"], base_ideal, baseline["cpu"], None, base_n,
-                     baseline["turns"], None))
+        rows.append(dict(name="baseline threads=8", **baseline, ideal=turns * args.latency * math.ceil(base_n / 8),
+                         sample_turns=base_n * baseline["turns"]))
         for c in (int(x) for x in args.concurrency.split(",")):
             ideal = turns * args.latency * math.ceil(args.samples / c)
             requests0 = sim_stats(sim.url)["requests"]
-            r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, api_url, work / "prefect-home")
+            r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, server, work / "prefect-home")
             sample_turns = sim_stats(sim.url)["requests"] - requests0
-            rows.append((f"flow c={c}", r["wall"], ideal, r["cpu"], r["peak_mb"], args.samples,
-                         sample_turns / args.samples, base_wall / r["wall"]))
+            rows.append(dict(name=f"flow c={c}", **r, ideal=ideal, sample_turns=sample_turns,
+                             speedup=base_wall / r["wall"]))
             if c in plain:
                 p = run_plain(dataset, work / f"plain-c{c}", sim, c, args.samples)
-                rows.append((f"  no Prefect c={c}", p["wall"], ideal, p["cpu"], p["peak_mb"], args.samples,
-                             sample_turns / args.samples, base_wall / p["wall"]))
+                rows.append(dict(name=f"  no Prefect c={c}", **p, ideal=ideal, sample_turns=sample_turns,
+                                 speedup=base_wall / p["wall"]))
     finally:
         sim.stop()
-    print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, "
-          f"Prefect API: {'ephemeral (in-process)' if args.ephemeral else 'separate server'}")
-    print(f"{'run':22} {'wall s':>8} {'ideal s':>8} {'wall/ideal':>10} {'CPU ms/sample-turn':>19} "
+    api = "separate server" if server else "embedded server (its CPU is counted in the run's)"
+    print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, Prefect API: {api}")
+    print(f"{'':46} {'CPU ms/sample-turn':>18}")
+    print(f"{'run':22} {'wall s':>7} {'ideal s':>7} {'wall/ideal':>10} {'run':>8} {'server':>8} "
           f"{'peak MB':>8} {'x baseline':>10}")
-    for name, wall, ideal, cpu, peak, n, t, speedup in rows:
-        print(f"{name:22} {wall:8.1f} {ideal:8.1f} {wall / ideal:10.2f} {cpu / (n * t) * 1000:19.2f} "
-              f"{(f'{peak:.0f}' if peak else '-'):>8} {(f'{speedup:.1f}' if speedup else '-'):>10}")
+    for row in rows:
+        per_turn = 1000 / row["sample_turns"]
+        server_cpu = f"{row['server_cpu'] * per_turn:.2f}" if "server_cpu" in row else "-"
+        peak = f"{row['peak_mb']:.0f}" if "peak_mb" in row else "-"
+        speedup = f"{row['speedup']:.1f}" if "speedup" in row else "-"
+        print(f"{row['name']:22} {row['wall']:7.1f} {row['ideal']:7.1f} {row['wall'] / row['ideal']:10.2f} "
+              f"{row['cpu'] * per_turn:8.2f} {server_cpu:>8} {peak:>8} {speedup:>10}")
 
 
-def scale_run(args: argparse.Namespace, cache: Path, api_url: str | None, work: Path) -> None:
+def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | None, work: Path) -> None:
     """Many samples at near-zero latency: orchestration throughput and memory."""
     dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
     sim = Sim(0.0, args.tool_calls)
     try:
-        r = run_flow(dataset, work / "scale", sim, 256, args.scale_samples, api_url, work / "prefect-home")
+        r = run_flow(dataset, work / "scale", sim, 256, args.scale_samples, server, work / "prefect-home")
     finally:
         sim.stop()
+    server_cpu = f", server CPU {r['server_cpu']:.0f}s" if "server_cpu" in r else ""
     print(f"\nscale: {args.scale_samples} samples x {args.tool_calls + 1} turns at ~0 latency: {r['wall']:.0f}s, "
-          f"{args.scale_samples / r['wall']:.1f} samples/s, CPU {r['cpu']:.0f}s, peak {r['peak_mb']:.0f} MB, "
-          f"{r['summary']['total']} traces")
+          f"{args.scale_samples / r['wall']:.1f} samples/s, CPU {r['cpu']:.0f}s{server_cpu}, "
+          f"peak {r['peak_mb']:.0f} MB, {r['summary']['total']} traces")
 
 
 def main() -> None:
@@ -222,20 +242,20 @@ def main() -> None:
                         help="concurrencies at which to also run the plain asyncio driver (no Prefect), e.g. 256")
     parser.add_argument("--scale-samples", type=int, default=0, help="also run this many at near-zero latency")
     parser.add_argument("--only-scale", action="store_true", help="skip the latency runs and the baseline")
-    parser.add_argument("--ephemeral", action="store_true", help="use Prefect's in-process ephemeral API")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="no separate server: each run starts Prefect's embedded one, as `geodistil run` does")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="geodistil-bench-"))
     cache = ROOT / "bench" / ".cache"
     cache.mkdir(exist_ok=True)
     server = None if args.ephemeral else PrefectServer(work / "prefect-home")
-    api_url = server.url if server else None
     try:
         if not args.only_scale:
             dataset = make_dataset(cache / f"demo{args.samples}", args.samples)
-            latency_runs(args, dataset, args.tool_calls + 1, api_url, work)
+            latency_runs(args, dataset, args.tool_calls + 1, server, work)
         if args.scale_samples:
-            scale_run(args, cache, api_url, work)
+            scale_run(args, cache, server, work)
     finally:
         if server:
             server.stop()

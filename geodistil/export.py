@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError
-from geodistil.images import pixel_sha256
+from geodistil.images import encode, pixel_sha256
 from geodistil.scan import ScannedTrace, scan
 from geodistil.store import TraceStore
 from geodistil.trace import ImagePart, Trace
@@ -225,9 +225,7 @@ class PngCache:
         if sha256 in self._cache:
             self._cache.move_to_end(sha256)
             return self._cache[sha256]
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=3)
-        data = self._cache[sha256] = buf.getvalue()
+        data = self._cache[sha256] = encode(image, "PNG", compress_level=3)
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return data

@@ -99,3 +99,25 @@ def test_tasks_on_one_loop_share_one_teacher_client_until_it_is_closed():
     assert first is again and after_close is not first
     worker = run_on_worker_loop(on_worker_loop())
     assert worker is run_on_worker_loop(on_worker_loop()) and worker is not first
+
+
+def test_the_server_settings_are_prefect_settings_and_the_environment_keeps_its_own(monkeypatch):
+    import os
+
+    from prefect.settings import Settings
+
+    from flows.generation import SERVER_SETTINGS, use_server_settings
+
+    first, *rest = SERVER_SETTINGS
+    monkeypatch.setattr(os, "environ", {first: "7"})
+    use_server_settings()
+    assert os.environ == {**SERVER_SETTINGS, first: "7"}  # the environment's own value wins
+
+    for name, value in SERVER_SETTINGS.items():  # a misspelt name would be silently ignored by Prefect
+        monkeypatch.setenv(name, value)
+    services = Settings().server.services
+    assert services.task_run_recorder.batch_size == int(SERVER_SETTINGS[
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"]) > 1
+    assert services.event_persister.batch_size == int(SERVER_SETTINGS[
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE"]) > 1
+    assert services.task_run_recorder.flush_interval == services.event_persister.flush_interval == 1

@@ -14,7 +14,7 @@ from PIL import Image
 
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec, GeoDataset
-from geodistil.images import pixel_sha256, sendable_source
+from geodistil.images import encode, pixel_sha256, sendable_source
 from geodistil.replay import verify_trace
 from geodistil.rollout import RolloutContext, _load, rollout
 from geodistil.sim.server import SimConfig, SimServer
@@ -110,3 +110,15 @@ def test_native_tool_calls_and_tool_messages_go_through_the_encoded_body(tmp_pat
     assert trace.ok and trace.stop_reason == "answered" and trace.parse_success
     assert len(trace.tool_calls_log) == 2 and all(c.call_id for c in trace.tool_calls_log)
     assert [m.role for m in trace.messages].count("tool") == 2  # each call answered by a tool message
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {"quality": 90}), ("PNG", {"compress_level": 3})])
+@pytest.mark.parametrize("memfd", [True, False])
+def test_encode_gives_pillows_bytes_with_or_without_an_in_memory_file(monkeypatch, fmt, options, memfd):
+    if not memfd:
+        monkeypatch.delattr("os.memfd_create", raising=False)
+    image = Image.open(io.BytesIO(encoded("JPEG")))
+    image.load()
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    assert encode(image, fmt, **options) == buf.getvalue()

@@ -8,7 +8,6 @@ as much as replaying.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from PIL import Image
 
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError
-from geodistil.images import pixel_sha256
+from geodistil.images import encode, pixel_sha256
 from geodistil.replay import rebuild_images
 from geodistil.trace import Trace
 
@@ -128,9 +127,7 @@ class ImageCache:
             rebuilt = self.rebuilt(name, trace_loader())
             if not 0 <= ref < len(rebuilt.images):
                 return b""
-            buf = io.BytesIO()
-            rebuilt.images[ref].save(buf, format="PNG", compress_level=3)
-            return buf.getvalue()
+            return encode(rebuilt.images[ref], "PNG", compress_level=3)
         data = self._pngs.get_or_make((name, ref), make)
         return data or None
 
