@@ -65,6 +65,7 @@ async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], 
 
     async def one(job: SampleJob) -> TraceRecord:
         async with semaphore:
+            # quoted: Prefect would otherwise walk the whole job (settings and all) twice per task
             state = await sample_task(quote(job), return_state=True)
         return await finish(job, state)
 
@@ -85,7 +86,8 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
     upcoming = iter(range(len(jobs)))
 
     def submit(i: int) -> None:
-        futures[i] = future = sample_task.submit(quote(jobs[i]))
+        # not quote()d as on the flow loop: prefect-dask hands the task the quote itself, not the job
+        futures[i] = future = sample_task.submit(jobs[i])
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(finished.put_nowait, i))
 
     for i in islice(upcoming, limit):

@@ -43,9 +43,14 @@ def pixel_sha256(image: Image.Image) -> str:
 
 
 def to_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> str:
+    return image_data_url(image, fmt, quality).decode()
+
+
+def image_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """The image as a data URL in ASCII bytes, as request bodies splice it in (see ``data_url``)."""
     if fmt == "jpeg":
-        return bytes_data_url(encode(image.convert("RGB"), "JPEG", quality=quality), "image/jpeg")
-    return bytes_data_url(encode(image, "PNG"), "image/png")
+        return data_url(encode(image.convert("RGB"), "JPEG", quality=quality), "image/jpeg")
+    return data_url(encode(image, "PNG"), "image/png")
 
 
 def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
@@ -76,8 +81,9 @@ def sendable_source(image: Image.Image, sent: Image.Image, source: bytes | None,
     return source if image.getexif().get(EXIF_ORIENTATION, 1) == 1 else None
 
 
-def bytes_data_url(data: bytes, mime: str = "image/jpeg") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+def data_url(data: bytes, mime: str = "image/jpeg") -> bytes:
+    """A base64 data URL as ASCII bytes: nothing in it needs escaping in JSON."""
+    return b"data:" + mime.encode() + b";base64," + base64.b64encode(data)
 
 
 def from_data_url(url: str) -> Image.Image:

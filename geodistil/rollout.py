@@ -21,7 +21,7 @@ from geodistil import prompts
 from geodistil.config import RolloutSettings
 from geodistil.data import GeoDataset, Sample
 from geodistil.errors import SampleError, TeacherError, ToolError
-from geodistil.images import bytes_data_url, pixel_sha256, preprocess, sendable_source, to_data_url
+from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
 from geodistil.scoring import parse_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
 from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
@@ -85,7 +85,7 @@ class _Conversation:
         self.sent = EncodedMessages()
         self.images: list[Image.Image] = []
         self.records: list[ImageRecord] = []
-        self._urls: list[str] = []
+        self._urls: list[bytes] = []  # data URLs, spliced into request bodies as they are
         self._format, self._quality = image_format, quality
 
     def add_image(self, image: Image.Image, source: bytes | None = None) -> int:
@@ -96,8 +96,8 @@ class _Conversation:
         ref = len(self.images)
         self.images.append(image)
         self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
-        self._urls.append(bytes_data_url(source) if source is not None
-                          else to_data_url(image, self._format, self._quality))
+        self._urls.append(data_url(source) if source is not None
+                          else image_data_url(image, self._format, self._quality))
         return ref
 
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:

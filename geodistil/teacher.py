@@ -52,10 +52,29 @@ class EncodedMessages:
             self.append(message)
 
     def append(self, message: dict[str, Any]) -> None:
-        self._parts.append(json.dumps(message, ensure_ascii=False).encode())
+        """Add a message. An image URL given as bytes, a base64 data URL (plain ASCII, nothing to
+        escape), goes into the body as it is instead of through the JSON encoder's scan."""
+        content = message.get("content")
+        if not isinstance(content, list):
+            self._parts.append(_dumps(message))
+            return
+        head = _dumps({k: v for k, v in message.items() if k != "content"})[:-1]
+        parts = b", ".join(map(_part_json, content))
+        self._parts.append(head + (b", " if len(head) > 1 else b"") + b'"content": [' + parts + b"]}")
 
     def __bytes__(self) -> bytes:
         return b"[" + b",".join(self._parts) + b"]"
+
+
+def _part_json(part: Any) -> bytes:
+    url = part.get("image_url", {}).get("url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+    if isinstance(url, bytes):
+        return b'{"type": "image_url", "image_url": {"url": "' + url + b'"}}'
+    return _dumps(part)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
 
 
 def _retry_after_s(exc: openai.APIStatusError) -> float | None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec, GeoDataset
-from geodistil.images import encode, pixel_sha256, sendable_source
+from geodistil.images import data_url, encode, pixel_sha256, sendable_source
 from geodistil.replay import verify_trace
 from geodistil.rollout import RolloutContext, _load, rollout
 from geodistil.sim.server import SimConfig, SimServer
@@ -84,6 +84,16 @@ def test_the_request_body_is_the_messages_encoded_once_each():
     encoded_messages = EncodedMessages(messages[:1])
     encoded_messages.append(messages[1])
     assert json.loads(bytes(encoded_messages)) == messages
+
+
+def test_a_data_url_in_bytes_goes_into_the_body_as_it_is():
+    url = data_url(encoded("JPEG"))
+    image_part = {"type": "image_url", "image_url": {"url": url}}
+    text_part = {"type": "text", "text": 'a "quoted" line\n'}
+    body = bytes(EncodedMessages([{"role": "user", "content": [image_part, text_part]}, {"content": [image_part]}]))
+    assert url in body
+    as_sent = {"type": "image_url", "image_url": {"url": url.decode()}}
+    assert json.loads(body) == [{"role": "user", "content": [as_sent, text_part]}, {"content": [as_sent]}]
 
 
 def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
