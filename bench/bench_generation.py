@@ -2,8 +2,10 @@
 
 Runs the simulated teacher in its own process (latency per request, a fixed number of tool
 calls so every conversation has the same number of turns), then for each concurrency runs
-``geodistil run`` in a fresh process and measures wall time, CPU seconds of that process
-(orchestration: Prefect, client, tools) and its peak memory. The baseline is the old design:
+``geodistil run`` in a fresh process and measures wall time, the CPU seconds of that process
+(and its children), split into the tools' own work (measured by replaying the traces: decoding,
+the tools, hashing) and orchestration (the rest: Prefect, the client, request bodies, storage),
+the separate Prefect server's CPU, and peak memory. The baseline is the old design:
 the same rollouts driven by ``ThreadPoolExecutor(max_workers=8)`` with ordered collection.
 At the ``--plain`` concurrencies the same rollouts also run through ``geodistil.generate``
 (plain asyncio, no Prefect), so the table shows what Prefect's task runs add.
@@ -125,6 +127,19 @@ def measure(cmd: list[str], env: dict[str, str] | None, what: str) -> dict:
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
 
 
+def tools_cpu(out: Path, work: Path) -> float:
+    """CPU seconds that rebuilding every image of the traces in ``out`` takes (decoding, the tools,
+    hashing): the tools' own work, the same for any driver. A run's CPU beyond it is orchestration.
+
+    ``geodistil replay`` of all traces, less a replay of one of them (the process's start-up)."""
+    one = work / f"{out.name}-one"
+    one.mkdir(exist_ok=True)
+    shutil.copy(next(out.glob("trace_*.json")), one)
+    replay = [sys.executable, "-m", "geodistil.cli", "replay"]
+    return measure([*replay, str(out)], None, "geodistil replay")["cpu"] - measure(
+        [*replay, str(one)], None, "geodistil replay")["cpu"]
+
+
 PLAIN_DRIVER = """
 import asyncio, sys
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
@@ -189,32 +204,35 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
         # per-sample baseline time, scaled to --samples if the baseline ran fewer
         base_wall = baseline["wall"] * args.samples / base_n
         rows.append(dict(name="baseline threads=8", **baseline, ideal=turns * args.latency * math.ceil(base_n / 8),
-                         sample_turns=base_n * baseline["turns"]))
+                         sample_turns=base_n * baseline["turns"], tools_cpu=tools_cpu(work / "baseline", work)))
         for c in (int(x) for x in args.concurrency.split(",")):
             ideal = turns * args.latency * math.ceil(args.samples / c)
             requests0 = sim_stats(sim.url)["requests"]
             r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, server, work / "prefect-home")
             sample_turns = sim_stats(sim.url)["requests"] - requests0
-            rows.append(dict(name=f"flow c={c}", **r, ideal=ideal, sample_turns=sample_turns,
+            tools = tools_cpu(work / f"flow-c{c}", work)
+            rows.append(dict(name=f"flow c={c}", **r, ideal=ideal, sample_turns=sample_turns, tools_cpu=tools,
                              speedup=base_wall / r["wall"]))
             if c in plain:
                 p = run_plain(dataset, work / f"plain-c{c}", sim, c, args.samples)
                 rows.append(dict(name=f"  no Prefect c={c}", **p, ideal=ideal, sample_turns=sample_turns,
-                                 speedup=base_wall / p["wall"]))
+                                 tools_cpu=tools, speedup=base_wall / p["wall"]))
     finally:
         sim.stop()
     api = "separate server" if server else "embedded server (its CPU is counted in the run's)"
     print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, Prefect API: {api}")
-    print(f"{'':46} {'CPU ms/sample-turn':>18}")
-    print(f"{'run':22} {'wall s':>7} {'ideal s':>7} {'wall/ideal':>10} {'run':>8} {'server':>8} "
-          f"{'peak MB':>8} {'x baseline':>10}")
+    print("CPU ms per sample-turn: run = the generating process (and its children), of which tools = the "
+          "tools' own work (a replay's), orch = the rest; server = the separate Prefect server")
+    print(f"{'run':22} {'wall s':>7} {'ideal s':>7} {'wall/ideal':>10} {'run':>7} {'tools':>7} {'orch':>7} "
+          f"{'server':>7} {'peak MB':>8} {'x baseline':>10}")
     for row in rows:
         per_turn = 1000 / row["sample_turns"]
         server_cpu = f"{row['server_cpu'] * per_turn:.2f}" if "server_cpu" in row else "-"
         peak = f"{row['peak_mb']:.0f}" if "peak_mb" in row else "-"
         speedup = f"{row['speedup']:.1f}" if "speedup" in row else "-"
         print(f"{row['name']:22} {row['wall']:7.1f} {row['ideal']:7.1f} {row['wall'] / row['ideal']:10.2f} "
-              f"{row['cpu'] * per_turn:8.2f} {server_cpu:>8} {peak:>8} {speedup:>10}")
+              f"{row['cpu'] * per_turn:7.2f} {row['tools_cpu'] * per_turn:7.2f} "
+              f"{(row['cpu'] - row['tools_cpu']) * per_turn:7.2f} {server_cpu:>7} {peak:>8} {speedup:>10}")
 
 
 def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | None, work: Path) -> None:
