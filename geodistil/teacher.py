@@ -67,7 +67,8 @@ class EncodedMessages:
 
 
 def _part_json(part: Any) -> bytes:
-    url = part.get("image_url", {}).get("url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+    image_url = part.get("image_url") if isinstance(part, dict) else None
+    url = image_url.get("url") if isinstance(image_url, dict) else None
     if isinstance(url, bytes):
         return b'{"type": "image_url", "image_url": {"url": "' + url + b'"}}'
     return _dumps(part)
