@@ -116,15 +116,39 @@ def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, 
 
 
 def measure(cmd: list[str], env: dict[str, str] | None, what: str) -> dict:
-    """Run ``cmd`` to the end: its wall time, and the child's own CPU seconds and peak memory."""
+    """Run ``cmd`` to the end: its wall time, the child's own CPU seconds, and its peak memory.
+
+    ``peak_mb`` is the peak of the child's anonymous memory (heap, images), sampled; ``peak_rss_mb``
+    also counts the pages of the memory-mapped dataset it has read, which the kernel reclaims
+    at will, so it grows with the samples read and says little about what the run holds."""
+    import threading
+
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak_anon_kb = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_anon_kb
+        while not done.wait(0.25):
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                return
+            anon = next((line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:")), "0")
+            peak_anon_kb = max(peak_anon_kb, int(anon))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{what} exited {code}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": peak_anon_kb / 1024,
+            "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def tools_cpu(out: Path, work: Path) -> float:
@@ -134,7 +158,9 @@ def tools_cpu(out: Path, work: Path) -> float:
     ``geodistil replay`` of all traces, less a replay of one of them (the process's start-up)."""
     one = work / f"{out.name}-one"
     one.mkdir(exist_ok=True)
-    shutil.copy(next(out.glob("trace_*.json")), one)
+    traces = sorted(out.glob("trace_*.json"))
+    # one that runs model code, if any does, so the sandbox's start-up is subtracted too
+    shutil.copy(next((t for t in traces if "python_code_tool" in t.read_text()), traces[0]), one)
     replay = [sys.executable, "-m", "geodistil.cli", "replay"]
     return measure([*replay, str(out)], None, "geodistil replay")["cpu"] - measure(
         [*replay, str(one)], None, "geodistil replay")["cpu"]
@@ -159,6 +185,12 @@ def run_plain(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int)
 
 
 def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
+    """The old design, in a fresh process like the others: see ``baseline``."""
+    driver = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_generation as b; b.baseline(*sys.argv[1:])"
+    return measure([sys.executable, "-c", driver, dataset, str(out), sim.url, str(samples)], None, "the baseline")
+
+
+def baseline(dataset: str, out: str, url: str, samples: str) -> None:
     """The old design: 8 threads, each with its own client and loop, results collected in order."""
     import threading
 
@@ -168,10 +200,10 @@ def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
     from geodistil.rollout import RolloutContext
     from geodistil.store import TraceStore
 
-    settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.url, timeout_s=600),
+    settings = RolloutSettings(teacher=TeacherConfig(base_url=url, timeout_s=600),
                                generation=GenerationConfig(max_turns=6, max_concurrency=8))
     ds = open_dataset(DatasetSpec(path=dataset))
-    store = TraceStore(str(out))
+    store = TraceStore(out)
     local = threading.local()
     opened: list[tuple[asyncio.AbstractEventLoop, RolloutContext]] = []
 
@@ -182,14 +214,11 @@ def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
             opened.append((local.loop, local.ctx))
         return local.loop.run_until_complete(run_one(ds, index, 0, local.ctx, store))
 
-    cpu0, start = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        records = list(pool.map(one, range(samples)))  # ordered collection
+        list(pool.map(one, range(int(samples))))  # ordered collection
     for loop, ctx in opened:
         loop.run_until_complete(ctx.close())
         loop.close()
-    return {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu0,
-            "turns": sum(r.num_turns for r in records) / len(records)}
 
 
 def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: PrefectServer | None,
@@ -200,11 +229,13 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
     sim = Sim(args.latency, args.tool_calls)
     try:
         base_n = args.baseline_samples or args.samples
-        baseline = run_baseline(dataset, work / "baseline", sim, base_n)
+        requests0 = sim_stats(sim.url)["requests"]
+        base = run_baseline(dataset, work / "baseline", sim, base_n)
         # per-sample baseline time, scaled to --samples if the baseline ran fewer
-        base_wall = baseline["wall"] * args.samples / base_n
-        rows.append(dict(name="baseline threads=8", **baseline, ideal=turns * args.latency * math.ceil(base_n / 8),
-                         sample_turns=base_n * baseline["turns"], tools_cpu=tools_cpu(work / "baseline", work)))
+        base_wall = base["wall"] * args.samples / base_n
+        rows.append(dict(name="baseline threads=8", **base, ideal=turns * args.latency * math.ceil(base_n / 8),
+                         sample_turns=sim_stats(sim.url)["requests"] - requests0,
+                         tools_cpu=tools_cpu(work / "baseline", work)))
         for c in (int(x) for x in args.concurrency.split(",")):
             ideal = turns * args.latency * math.ceil(args.samples / c)
             requests0 = sim_stats(sim.url)["requests"]
@@ -223,6 +254,7 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
     print(f"\n{args.samples} samples, {turns} turns each, latency {args.latency}s, Prefect API: {api}")
     print("CPU ms per sample-turn: run = the generating process (and its children), of which tools = the "
           "tools' own work (a replay's), orch = the rest; server = the separate Prefect server")
+    print("peak MB: the generating process's anonymous memory (heap, images in flight)")
     print(f"{'run':22} {'wall s':>7} {'ideal s':>7} {'wall/ideal':>10} {'run':>7} {'tools':>7} {'orch':>7} "
           f"{'server':>7} {'peak MB':>8} {'x baseline':>10}")
     for row in rows:
@@ -246,7 +278,8 @@ def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | Non
     server_cpu = f", server CPU {r['server_cpu']:.0f}s" if "server_cpu" in r else ""
     print(f"\nscale: {args.scale_samples} samples x {args.tool_calls + 1} turns at ~0 latency: {r['wall']:.0f}s, "
           f"{args.scale_samples / r['wall']:.1f} samples/s, CPU {r['cpu']:.0f}s{server_cpu}, "
-          f"peak {r['peak_mb']:.0f} MB, {r['summary']['total']} traces")
+          f"peak anonymous memory {r['peak_mb']:.0f} MB (peak RSS with the dataset's mapped pages "
+          f"{r['peak_rss_mb']:.0f} MB), {r['summary']['total']} traces")
 
 
 def main() -> None:
