@@ -11,7 +11,7 @@ At the ``--plain`` concurrencies the same rollouts also run through ``geodistil.
 (plain asyncio, no Prefect), so the table shows what Prefect's task runs add.
 
     python bench/bench_generation.py                       # 1000 samples, 2 s latency, c=8,64,256,1024
-    python bench/bench_generation.py --scale-samples 20000 # + near-zero-latency throughput run
+    python bench/bench_generation.py --only-scale --scale-samples 100000 --tool-calls 0  # scale: throughput, memory, history
 
 Ideal time = turns x latency x ceil(samples / concurrency). Figures are printed side by side.
 """
@@ -30,6 +30,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -268,9 +270,10 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
 
 
 def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | None, work: Path) -> None:
-    """Many samples at near-zero latency: orchestration throughput and memory."""
+    """Many samples at near-zero latency: orchestration throughput, memory, and the run's history."""
     dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
     sim = Sim(0.0, args.tool_calls)
+    history0 = history(server)
     try:
         r = run_flow(dataset, work / "scale", sim, 256, args.scale_samples, server, work / "prefect-home")
     finally:
@@ -279,7 +282,19 @@ def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | Non
     print(f"\nscale: {args.scale_samples} samples x {args.tool_calls + 1} turns at ~0 latency: {r['wall']:.0f}s, "
           f"{args.scale_samples / r['wall']:.1f} samples/s, CPU {r['cpu']:.0f}s{server_cpu}, "
           f"peak anonymous memory {r['peak_mb']:.0f} MB (peak RSS with the dataset's mapped pages "
-          f"{r['peak_rss_mb']:.0f} MB), {r['summary']['total']} traces")
+          f"{r['peak_rss_mb']:.0f} MB), {r['summary']['total']} traces, {r['summary']['success']} ok")
+    if server:
+        flow_runs, task_runs, completed = (after - before for after, before in zip(history(server), history0))
+        print(f"history in the UI: {flow_runs} flow runs, {task_runs} task runs, {completed} of them Completed")
+
+
+def history(server: PrefectServer | None) -> tuple[int, int, int]:
+    """Flow runs, task runs and Completed task runs the server holds."""
+    if server is None:
+        return 0, 0, 0
+    count = lambda what, body: httpx.post(f"{server.url}/{what}/count", json=body, timeout=60).json()  # noqa: E731
+    return (count("flow_runs", {}), count("task_runs", {}),
+            count("task_runs", {"task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}))
 
 
 def main() -> None:
