@@ -168,28 +168,22 @@ def tools_cpu(out: Path, work: Path) -> float:
         [*replay, str(one)], None, "geodistil replay")["cpu"]
 
 
-PLAIN_DRIVER = """
-import asyncio, sys
-from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
-from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
-dataset, out, url, concurrency, samples = sys.argv[1:6]
-settings = RolloutSettings(teacher=TeacherConfig(base_url=url, timeout_s=600),
-                           generation=GenerationConfig(max_turns=6, max_concurrency=int(concurrency)))
-asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=out), settings, SampleRange(num_samples=int(samples))))
-"""
+def run_child(function: str, *args: object) -> dict:
+    """``function`` of this module with ``args`` in a fresh process, measured like ``geodistil run``."""
+    driver = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_generation as b; b.{function}(*sys.argv[1:])"
+    return measure([sys.executable, "-c", driver, *map(str, args)], None, function)
 
 
-def run_plain(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int) -> dict:
+def plain(dataset: str, out: str, url: str, concurrency: str, samples: str) -> None:
     """The same rollouts through ``geodistil.generate`` (asyncio, no Prefect): what Prefect adds."""
-    return measure([sys.executable, "-c", PLAIN_DRIVER, dataset, str(out), sim.url, str(concurrency), str(samples)],
-                   None, "the plain driver")
+    from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
+    from geodistil.data import DatasetSpec
+    from geodistil.generate import SampleRange, StorageSpec, generate
 
-
-def run_baseline(dataset: str, out: Path, sim: Sim, samples: int) -> dict:
-    """The old design, in a fresh process like the others: see ``baseline``."""
-    driver = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_generation as b; b.baseline(*sys.argv[1:])"
-    return measure([sys.executable, "-c", driver, dataset, str(out), sim.url, str(samples)], None, "the baseline")
+    settings = RolloutSettings(teacher=TeacherConfig(base_url=url, timeout_s=600),
+                               generation=GenerationConfig(max_turns=6, max_concurrency=int(concurrency)))
+    asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=out), settings,
+                         SampleRange(num_samples=int(samples))))
 
 
 def baseline(dataset: str, out: str, url: str, samples: str) -> None:
@@ -232,7 +226,7 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
     try:
         base_n = args.baseline_samples or args.samples
         requests0 = sim_stats(sim.url)["requests"]
-        base = run_baseline(dataset, work / "baseline", sim, base_n)
+        base = run_child("baseline", dataset, work / "baseline", sim.url, base_n)
         # per-sample baseline time, scaled to --samples if the baseline ran fewer
         base_wall = base["wall"] * args.samples / base_n
         rows.append(dict(name="baseline threads=8", **base, ideal=turns * args.latency * math.ceil(base_n / 8),
@@ -247,7 +241,7 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
             rows.append(dict(name=f"flow c={c}", **r, ideal=ideal, sample_turns=sample_turns, tools_cpu=tools,
                              speedup=base_wall / r["wall"]))
             if c in plain:
-                p = run_plain(dataset, work / f"plain-c{c}", sim, c, args.samples)
+                p = run_child("plain", dataset, work / f"plain-c{c}", sim.url, c, args.samples)
                 rows.append(dict(name=f"  no Prefect c={c}", **p, ideal=ideal, sample_turns=sample_turns,
                                  tools_cpu=tools, speedup=base_wall / p["wall"]))
     finally:

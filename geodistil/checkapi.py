@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from geodistil import prompts
 from geodistil.config import GenerationConfig, TeacherConfig, ToolsConfig
 from geodistil.errors import GeodistilError
-from geodistil.images import to_data_url
+from geodistil.images import image_data_url
 from geodistil.scoring import parse_answer
 from geodistil.teacher import TeacherClient
 from geodistil.toolcalls import ToolCall, parse_native_tool_calls, parse_text_tool_calls
@@ -39,7 +39,7 @@ async def check_api(base_url: str | None, model: str, tool_style: str = "text") 
             messages = [
                 {"role": "system", "content": prompts.SYSTEM_PROMPT},
                 {"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": to_data_url(_probe_image())}},
+                    {"type": "image_url", "image_url": {"url": image_data_url(_probe_image())}},
                     {"type": "text", "text": prompts.user_text("A road sign is visible.", specs, tool_style)},
                 ]},
             ]

@@ -42,12 +42,9 @@ def pixel_sha256(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def to_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> str:
-    return image_data_url(image, fmt, quality).decode()
-
-
 def image_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """The image as a data URL in ASCII bytes, as request bodies splice it in (see ``data_url``)."""
+    """The image as a data URL in ASCII bytes, as request bodies splice it in (see ``data_url``);
+    ``.decode()`` gives the string."""
     if fmt == "jpeg":
         return data_url(encode(image.convert("RGB"), "JPEG", quality=quality), "image/jpeg")
     return data_url(encode(image, "PNG"), "image/png")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from geodistil import prompts
 from geodistil.config import ToolsConfig
-from geodistil.images import to_data_url
+from geodistil.images import image_data_url
 from geodistil.scoring import haversine_km, parse_answer
 from geodistil.sim import SimConfig, SimServer
 from geodistil.sim.demo_data import demo_row
@@ -41,7 +41,7 @@ def first_messages(clues: str, image: Image.Image, tool_specs: list[dict[str, An
     """The opening of a conversation as ``geodistil.rollout`` sends it."""
     return [
         {"role": "system", "content": prompts.SYSTEM_PROMPT},
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": to_data_url(image)}},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(image).decode()}},
                                      {"type": "text", "text": prompts.user_text(clues, tool_specs, style)}]},
     ]
 
@@ -84,7 +84,7 @@ def converse(client: openai.OpenAI, clues: str, image: Image.Image, max_turns: i
             tool = build_tools(ToolsConfig())[call.name]
             out = tool.apply(images[int(call.arguments.get("image_index", 0))], call.arguments).image
             images.append(out)
-            parts += [{"type": "image_url", "image_url": {"url": to_data_url(out)}},
+            parts += [{"type": "image_url", "image_url": {"url": image_data_url(out).decode()}},
                       {"type": "text", "text": prompts.tool_response_text(call.name, len(images) - 1, out.size)}]
         messages.append({"role": "user", "content": parts})
     raise AssertionError("the simulated teacher never answered")
@@ -139,7 +139,7 @@ def test_zoom_after_a_tool_output_uses_that_images_size_and_index(client: openai
     for k in range(40):
         messages = first_messages(f"Signs say 'Nice {k} km'.", original, specs())
         messages += [{"role": "assistant", "content": "<tool_call>{}</tool_call>"},
-                     {"role": "user", "content": [{"type": "image_url", "image_url": {"url": to_data_url(crop)}},
+                     {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(crop).decode()}},
                                                   {"type": "text", "text": "<tool_response>image 1</tool_response>"}]}]
         for call in parse_text_tool_calls(ask(client, messages).choices[0].message.content):
             if isinstance(call, ToolCall) and call.name == "image_zoom_in_tool":
