@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 from geodistil.images import pixel_sha256
 from geodistil.store import TraceStore
 from geodistil.trace import Message
-from geodistil.viewer import TraceQuery, create_app
+from geodistil.viewer import TraceQuery
 from geodistil.viewer.worldmap import great_circle, inset_box, land_path, map_view, project
-from tests.viewer_support import make_real_store, running_viewer, synthetic_trace, write_synthetic
+from tests.viewer_support import make_real_store, running_viewer, synthetic_trace, viewer_client, write_synthetic
 
 CODE, ZOOM, ROTATE = "python_code_tool", "image_zoom_in_tool", "image_rotate_tool"
 
@@ -48,19 +48,19 @@ def api(client: TestClient, query: str = "") -> dict:
 
 
 def test_list_is_sorted_by_reward_both_ways_with_ties_in_sample_order(synthetic):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     asc = [r["reward"] for r in api(client, "?sort=reward&order=asc&per_page=100")["traces"]]
     desc = [r["reward"] for r in api(client, "?sort=reward&order=desc&per_page=100")["traces"]]
     assert asc == sorted(asc) and desc == sorted(desc, reverse=True) and len(asc) == 12
 
 
 def test_list_defaults_to_sample_order(synthetic):
-    rows = api(TestClient(create_app(synthetic)))["traces"]
+    rows = api(viewer_client(synthetic))["traces"]
     assert [r["sample"] for r in rows] == list(range(12))
 
 
 def test_filters_combine_reward_tool_and_failure(synthetic):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     low_code = api(client, f"?max_reward=0.2&tool={CODE}&per_page=100")["traces"]
     assert low_code and all(r["reward"] <= 0.2 and CODE in r["tools"] for r in low_code)
     failed = api(client, "?failed=1")
@@ -72,14 +72,14 @@ def test_filters_combine_reward_tool_and_failure(synthetic):
 
 
 def test_the_issue_example_query_is_answered(synthetic):
-    body = api(TestClient(create_app(synthetic)),
+    body = api(viewer_client(synthetic),
                f"?sort=reward&order=asc&max_reward=0.2&tool={CODE}&failed=1&page=3")
     # sample 9 used the code tool, failed, and has reward 0.15; one match means one page
     assert body["matched"] == 1 and body["page"] == 1 and body["traces"][0]["sample"] == 9
 
 
 def test_pages_partition_the_sorted_list(synthetic):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     pages = [api(client, f"?sort=distance&per_page=5&page={p}") for p in (1, 2, 3)]
     names = [r["name"] for page in pages for r in page["traces"]]
     assert [len(p["traces"]) for p in pages] == [5, 5, 2] and pages[0]["pages"] == 3
@@ -90,25 +90,25 @@ def test_pages_partition_the_sorted_list(synthetic):
 
 @pytest.mark.parametrize("query", ["?sort=secret", "?per_page=100000", "?max_reward=abc", "?page=0", "?nope=1"])
 def test_a_bad_query_is_a_400(synthetic, query):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     assert client.get(f"/api/traces{query}").status_code == 400
     assert client.get(f"/{query}").status_code == 400
 
 
 def test_list_page_renders_rows_and_keeps_the_filter_in_links(synthetic):
-    html = TestClient(create_app(synthetic)).get("/?sort=reward&failed=1").text
+    html = viewer_client(synthetic).get("/?sort=reward&failed=1").text
     assert html.count('<tr data-name=') == 2
     assert 'href="/trace/trace_00009.json?sort=reward&amp;failed=1"' in html
 
 
 def test_an_unreadable_trace_file_is_a_failed_row(synthetic):
     synthetic.write_bytes("trace_00050.json", b"{torn")
-    rows = api(TestClient(create_app(synthetic)), "?q=unreadable")["traces"]
+    rows = api(viewer_client(synthetic), "?q=unreadable")["traces"]
     assert [r["name"] for r in rows] == ["trace_00050.json"] and rows[0]["failed"]
 
 
 def test_refresh_reads_new_and_changed_traces_only(synthetic):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     assert api(client)["total"] == 12
     write_synthetic(synthetic, [synthetic_trace(40, 0.9), synthetic_trace(0, 0.99, turns=7)])
     assert api(client)["total"] == 12  # the index is built once, until refreshed
@@ -131,7 +131,7 @@ def _names_with_tool(store: TraceStore, tool: str) -> list[str]:
 
 
 def test_every_image_is_served_and_is_the_recorded_pixels(real):
-    client = TestClient(create_app(real))
+    client = viewer_client(real)
     checked = 0
     for name, trace in real.iter_traces():
         for record in trace.images:
@@ -146,7 +146,7 @@ def test_every_image_is_served_and_is_the_recorded_pixels(real):
 def test_trace_page_draws_zoom_box_hash_checks_map_and_answer(real):
     name = _names_with_tool(real, ZOOM)[0]
     trace = real.read_trace(name)
-    html = TestClient(create_app(real)).get(f"/trace/{name}").text
+    html = viewer_client(real).get(f"/trace/{name}").text
     assert html.count('class="zoombox"') == sum(c.tool_name == ZOOM and c.success for c in trace.tool_calls_log)
     assert html.count("✓ hash matches") >= len(trace.images) and "✗" not in html
     assert 'class="truth-marker"' in html and 'class="prediction-marker"' in html
@@ -157,7 +157,7 @@ def test_trace_page_draws_zoom_box_hash_checks_map_and_answer(real):
 def test_rotation_angle_is_shown(real):
     name = _names_with_tool(real, ROTATE)[0]
     call = next(c for c in real.read_trace(name).tool_calls_log if c.tool_name == ROTATE)
-    html = TestClient(create_app(real)).get(f"/trace/{name}").text
+    html = viewer_client(real).get(f"/trace/{name}").text
     assert f"rotation <b>{call.resolved['angle_deg']:g}°</b>" in html
 
 
@@ -168,7 +168,7 @@ def test_a_code_call_shows_its_code_and_error(tmp_path, real):
         "index": len(trace.tool_calls_log), "tool_name": CODE, "success": False, "output_ref": None,
         "tool_arguments": {"code": "img = image.rotate(90)\nprint(img.size)"}, "error": "NameError: image"})
     store.write_trace(trace.model_copy(update={"tool_calls_log": [*trace.tool_calls_log, call]}))
-    html = TestClient(create_app(store)).get(f"/trace/{store.trace_names()[0]}").text
+    html = viewer_client(store).get(f"/trace/{store.trace_names()[0]}").text
     assert "img = image.rotate(90)" in html and "NameError: image" in html
 
 
@@ -177,7 +177,7 @@ def test_a_tampered_hash_shows_a_cross(tmp_path, real):
     trace = real.read_trace(_names_with_tool(real, ZOOM)[0])
     images = [r.model_copy(update={"sha256": "0" * 64}) if r.ref == 1 else r for r in trace.images]
     name = store.write_trace(trace.model_copy(update={"images": images}))
-    html = TestClient(create_app(store)).get(f"/trace/{name}").text
+    html = viewer_client(store).get(f"/trace/{name}").text
     assert "✗ hash differs" in html
 
 
@@ -186,12 +186,12 @@ def test_teacher_text_is_escaped(tmp_path, real):
     trace = real.read_trace(real.trace_names()[0])
     evil = Message(role="assistant", content="<script>alert(1)</script><img src=x onerror=alert(2)> \\boxed{1, 2}")
     name = store.write_trace(trace.model_copy(update={"messages": [*trace.messages, evil]}))
-    html = TestClient(create_app(store)).get(f"/trace/{name}").text
+    html = viewer_client(store).get(f"/trace/{name}").text
     assert "<script>alert(1)" not in html and "<img src=x" not in html and "&lt;script&gt;alert(1)" in html
 
 
 def test_pages_load_nothing_from_outside_and_say_so_in_their_policy(real):
-    client = TestClient(create_app(real))
+    client = viewer_client(real)
     for path in ("/", f"/trace/{real.trace_names()[0]}"):
         response = client.get(path)
         assert "default-src 'none'" in response.headers["content-security-policy"]
@@ -200,7 +200,7 @@ def test_pages_load_nothing_from_outside_and_say_so_in_their_policy(real):
 
 
 def test_prev_and_next_follow_the_filtered_order(synthetic):
-    client = TestClient(create_app(synthetic))
+    client = viewer_client(synthetic)
     order = [r["name"] for r in api(client, "?sort=reward&order=desc&failed=0&per_page=100")["traces"]]
     html = client.get(f"/trace/{order[1]}?sort=reward&order=desc&failed=0").text
     assert f'id="prev" rel="prev" href="/trace/{order[0]}?sort=reward&amp;order=desc&amp;failed=0"' in html
@@ -208,7 +208,7 @@ def test_prev_and_next_follow_the_filtered_order(synthetic):
 
 
 def test_a_trace_without_images_says_why(synthetic):
-    html = TestClient(create_app(synthetic)).get("/trace/trace_00009.json").text
+    html = viewer_client(synthetic).get("/trace/trace_00009.json").text
     assert "teacher gave up" in html and "images not rebuilt" in html
 
 
@@ -250,7 +250,7 @@ def test_world_map_projection_and_arc():
 
 
 def test_json_api_is_plain_json(synthetic):
-    response = TestClient(create_app(synthetic)).get("/api/traces?per_page=2")
+    response = viewer_client(synthetic).get("/api/traces?per_page=2")
     assert response.headers["content-type"].startswith("application/json")
     assert set(json.loads(response.text)) >= {"total", "matched", "page", "pages", "traces", "tools"}
 
@@ -271,7 +271,7 @@ def test_an_s3_store_is_listed_paged_and_replayed(real):
         names = real.trace_names()
         for name in names[:-1]:
             remote.write_bytes(name, real.read_bytes(name))
-        client = TestClient(create_app(remote))
+        client = viewer_client(remote)
         assert api(client, "?per_page=3")["total"] == len(names) - 1
         name = next(n for n in _names_with_tool(real, ZOOM) if n != names[-1])
         page = client.get(f"/trace/{name}").text
