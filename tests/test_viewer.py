@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from geodistil.images import pixel_sha256
-from geodistil.store import TraceStore
+from geodistil.store import TraceStore, trace_name
 from geodistil.trace import Message
 from geodistil.viewer import TraceQuery
 from geodistil.viewer.worldmap import great_circle, inset_box, land_path, map_view, project
@@ -122,6 +123,90 @@ def test_trace_query_links_keep_only_what_differs_from_the_defaults():
     q = TraceQuery.from_params({"sort": "reward", "max_reward": "0.2", "failed": "1", "page": "3", "tool": ""})
     assert q.url_query(page=4) == "?sort=reward&max_reward=0.2&failed=1&page=4"
     assert q.view_query() == "?sort=reward&max_reward=0.2&failed=1"
+
+
+# what a trace file can hold: NaN and Infinity, an unknown schema, not a file at all ---------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def write_doc(store: TraceStore, sample: int, **fields: object) -> str:
+    """A synthetic trace with some fields replaced, written as Python's json writes NaN and Infinity."""
+    doc = json.loads(synthetic_trace(sample, reward=0.5).to_json())
+    doc.update(fields)
+    name = trace_name(sample)
+    store.write_bytes(name, json.dumps(doc).encode())
+    return name
+
+
+def test_the_api_spells_nan_and_infinity_as_strings(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    write_doc(store, 0, reward_score=NAN, distance_km=INF)
+    write_doc(store, 1, distance_km=-INF)
+    rows = api(viewer_client(store))["traces"]
+    assert [(r["reward"], r["distance"]) for r in rows] == [("NaN", "Infinity"), (0.5, "-Infinity")]
+
+
+def test_the_list_page_shows_nan_and_infinity_as_words(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    write_doc(store, 0, reward_score=NAN, distance_km=INF)
+    html = viewer_client(store).get("/").text
+    assert '<td class="num">NaN</td>' in html and '<td class="num">Infinity</td>' in html
+    assert "nanpx" not in html  # no reward bar for a reward that is not a number
+
+
+def test_the_trace_page_shows_nan_and_infinity_as_words(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    name = write_doc(store, 0, reward_score=NAN, distance_km=INF, latency_s=NAN)
+    html = viewer_client(store).get(f"/trace/{name}").text
+    assert "<b>NaN</b>" in html and "Infinity km" in html and "NaN s" in html
+
+
+def test_a_point_with_an_infinite_coordinate_is_left_off_the_map(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    name = write_doc(store, 0, ground_truth={"lat": INF, "lon": 20.0})
+    html = viewer_client(store).get(f"/trace/{name}").text
+    assert "Infinity, 20.0000" in html and "truth not drawn" in html
+    assert 'class="truth-marker"' not in html and 'class="prediction-marker"' in html
+
+
+def test_an_infinite_turn_count_is_a_failed_row(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    write_doc(store, 0, num_turns=INF)
+    [row] = api(viewer_client(store))["traces"]
+    assert row["failed"] and "infinity" in row["error"].lower()
+
+
+def test_an_unknown_schema_version_is_a_failed_row_with_the_reason(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    write_doc(store, 0, schema_version=99)
+    [row] = api(viewer_client(store))["traces"]
+    assert row["failed"] and "schema_version 99" in row["error"]
+
+
+def test_an_image_of_a_trace_of_unknown_schema_is_a_404_with_the_reason(tmp_path):
+    store = TraceStore(str(tmp_path / "s"))
+    name = write_doc(store, 0, schema_version=99)
+    response = viewer_client(store).get(f"/image/{name}/0.png")
+    assert response.status_code == 404 and "schema_version 99" in response.text
+
+
+def test_a_folder_named_like_a_trace_is_a_failed_row(synthetic):
+    (Path(synthetic.root) / "trace_00050.json").mkdir()
+    rows = api(viewer_client(synthetic), "?failed=1")["traces"]
+    assert {r["name"]: r["error"] for r in rows}["trace_00050.json"] == "not a file"
+
+
+def test_opening_a_folder_named_like_a_trace_says_why_it_cannot_be_read(synthetic):
+    (Path(synthetic.root) / "trace_00050.json").mkdir()
+    html = viewer_client(synthetic).get("/trace/trace_00050.json").text
+    assert "trace_00050.json cannot be read" in html and "Is a directory" in html
+
+
+def test_a_dangling_link_named_like_a_trace_is_a_failed_row_beside_the_others(synthetic):
+    (Path(synthetic.root) / "trace_00050.json").symlink_to(Path(synthetic.root) / "gone")
+    body = api(viewer_client(synthetic), "?per_page=100")
+    assert body["total"] == 13 and body["traces"][-1]["name"] == "trace_00050.json" and body["traces"][-1]["failed"]
 
 
 # the trace page and its images -----------------------------------------------------------------
