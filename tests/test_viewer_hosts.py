@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from geodistil.cli import app as cli
 from geodistil.store import TraceStore
-from geodistil.viewer import create_app
-from geodistil.viewer.hosts import host_name, host_names
+from geodistil.viewer import create_app, host_names
+from geodistil.viewer.hosts import host_name
 from tests.viewer_support import running_viewer, synthetic_trace, write_synthetic
 
 

@@ -32,7 +32,8 @@ def host_name(text: str) -> str:
         address = ipaddress.ip_address(bare)
     except ValueError:
         if bare != name or not _DNS_NAME.fullmatch(name):
-            raise ValueError(f"{text!r} is not a host name or IP address (give it without scheme, port or path)") from None
+            raise ValueError(f"{text!r} is not a host name or IP address "
+                             "(give it without scheme, port or path)") from None
         return name
     return f"[{address.compressed}]" if address.version == 6 else address.compressed
 

@@ -63,7 +63,7 @@ def failed_row(name: str, reason: str) -> TraceRow:
 
 
 def row_of(name: str, data: bytes | Exception) -> TraceRow:
-    """A row from a trace file's bytes (or the error reading it); an unreadable file is a failed row, never an exception."""
+    """A row from a trace file's bytes (or the error reading it); an unreadable file is a failed row, never a raise."""
     if isinstance(data, Exception):
         return failed_row(name, f"cannot read the file: {type(data).__name__}: {data}")
     sample, rollout = parse_trace_name(name) or (-1, 0)

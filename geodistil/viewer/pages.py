@@ -95,7 +95,8 @@ def tool_card(call: ToolCallRecord, trace: Trace, rebuilt: Rebuilt) -> ToolCard:
     if call.output_ref is not None:
         card.output = _image_view(call.output_ref, trace, rebuilt)
     resolved = call.resolved or {}
-    if call.tool_name == ZOOM and isinstance(resolved.get("box_px"), list) and card.input is not None:
+    if call.tool_name == ZOOM and isinstance(resolved.get("box_px"), list) and resolved["box_px"] and \
+            card.input is not None:
         card.box_px = json.dumps(resolved["box_px"])
         card.box = _box_percent(resolved["box_px"], card.input.size)
     if call.tool_name == ROTATE:
