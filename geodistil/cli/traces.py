@@ -37,6 +37,7 @@ def _host_names(names: list[str]) -> list[str]:
 
 
 def _listen_address(host: str) -> str:
+    """``--host`` as given (uvicorn wants IPv6 without brackets), once it is known to be a name or an address."""
     _host_names([host])
     return host
 

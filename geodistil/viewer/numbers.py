@@ -25,7 +25,7 @@ def _word(value: float) -> str:
 
 def number_text(value: float | int, spec: str = "g") -> str:
     """A number as a page shows it: formatted by ``spec`` when finite, its word when not."""
-    return format(value, spec) if is_finite(value) else _word(value)  # type: ignore[arg-type]
+    return format(value, spec) if is_finite(value) else _word(value)
 
 
 def json_safe(value: Any) -> Any:
