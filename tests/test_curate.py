@@ -7,8 +7,9 @@ import json
 import pytest
 
 from geodistil.curate import (
-    AnswerFormats, DistinctAnswers, FilterConfig, ForbiddenTools, MaxTurns, MinReward, NoError, NoFailedToolCall, ParseSuccess,
-    PromptedDialect, RequiredTools, SplitConfig, build_rules, first_refusal, rate_sample, read_difficulty, run_filter, run_split,
+    AnswerFormats, DistinctAnswers, FilterConfig, ForbiddenTools, MaxTurns, MinReward, NoError, NoFailedToolCall,
+    ParseSuccess, PromptedDialect, RequiredTools, SplitConfig, build_rules, first_refusal, rate_sample,
+    read_difficulty, run_filter, run_split,
 )
 from geodistil.errors import ConfigError
 from geodistil.replay import verify_trace

@@ -367,3 +367,31 @@ def test_config_rejects_fault_rates_over_one() -> None:
     with pytest.raises(ValueError):
         SimConfig(rate_429=0.6, rate_500=0.6)
     assert json.loads(SimConfig().model_dump_json())["tool_style"] == "hermes"
+
+
+def test_qwen3_xml_style_writes_xml_calls_that_the_dialect_reads() -> None:
+    with SimServer(SimConfig(port=0, tool_style="qwen3_xml", tool_calls=1)) as sim, \
+            openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+        for k in range(5):
+            messages = first_messages(f"Paris {k}", Image.new("RGB", (640, 480)), specs(), style="qwen3_xml")
+            content = ask(c, messages).choices[0].message.content
+            assert "<function=" in content
+            calls = dialect_named("qwen3_xml").read(content, None, specs()).calls
+            assert calls and all(isinstance(call, ToolCall) and call.dialect == "qwen3_xml" for call in calls)
+
+
+def test_native_style_writes_text_calls_when_the_request_has_no_tools() -> None:
+    # a server runs its tool parser only for requests with tools: without them the calls stay text
+    with SimServer(SimConfig(port=0, tool_style="native", tool_calls=1)) as sim, \
+            openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+        choice = ask(c, first_messages("Paris", Image.new("RGB", (640, 480)), specs())).choices[0]
+        assert not choice.message.tool_calls and choice.finish_reason == "stop"
+        assert text_calls(choice.message.content)
+
+
+def test_think_is_off_unless_asked_also_in_a_subprocess() -> None:
+    for think in (False, True):
+        with SimServer(SimConfig(port=0, think=think), subprocess=True) as sim, \
+                openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+            content = ask(c, first_messages("Lyon", Image.new("RGB", (64, 64)), None)).choices[0].message.content
+            assert content.startswith("<think>") is think

@@ -102,8 +102,9 @@ def filter_(
     keep_errors: bool = typer.Option(False, help="keep traces whose rollout failed"),
     keep_unparsed: bool = typer.Option(False, help="keep traces without a parseable answer"),
     keep_failed_tool_calls: bool = typer.Option(False, help="keep traces with a failed tool call"),
-    answer_format: list[str] = typer.Option([], callback=_answer_formats, help="an answer format to keep: boxed | glm_box | plain_last_line "
-                                                     "(repeatable; default all)"),
+    answer_format: list[str] = typer.Option([], callback=_answer_formats,
+                                            help="an answer format to keep: boxed | glm_box | plain_last_line "
+                                                 "(repeatable; default all)"),
     prompted_dialect_only: bool = typer.Option(False, help="drop traces with a tool call in another dialect "
                                                            "than the prompted one"),
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop near-duplicate answers of a sample"),
