@@ -136,6 +136,22 @@ class Dialect(ABC):
         return self.call_text(function.get("name") or "", arguments)
 
 
+class TextDialect(Dialect):
+    """A dialect whose calls are text in the reply's content."""
+
+    @abstractmethod
+    def claims(self, body: str) -> bool:
+        """Whether the body of a ``<tool_call>`` block is written in this dialect."""
+
+    @abstractmethod
+    def untagged_spans(self, text: str) -> list[Span]:
+        """Calls this dialect writes without ``<tool_call>`` tags (read only when a reply has no tags)."""
+
+    @abstractmethod
+    def parse_span(self, body: str, types: dict[str, dict[str, str]]) -> list[ParsedCall]:
+        """The calls in the body of one call span of this dialect (``types``: the tools' parameter types)."""
+
+
 # -- hermes ---------------------------------------------------------------------------------
 
 def _strip_fences(text: str) -> str:
@@ -167,12 +183,15 @@ def _from_payload(payload: Any, raw: str, dialect: str, call_id: str | None = No
     return ToolCall(name=name, arguments=arguments, dialect=dialect, call_id=call_id)
 
 
-class TextDialect(Dialect):
-    """A dialect whose calls are text in the reply's content."""
+_FENCED = re.compile(r"```(?:json)?[ \t]*\n(.*?)\n?```", re.DOTALL)
 
-    @abstractmethod
-    def parse_span(self, body: str, types: dict[str, dict[str, str]]) -> list[ParsedCall]:
-        """The calls in the body of one call span of this dialect (``types``: the tools' parameter types)."""
+
+def _is_fenced_call(body: str) -> bool:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and isinstance(payload.get("name"), str) and "arguments" in payload
 
 
 class HermesDialect(TextDialect):
@@ -180,6 +199,14 @@ class HermesDialect(TextDialect):
 
     def prompt_block(self, tool_specs: list[dict[str, Any]]) -> str | None:
         return prompts.hermes_tools_block(tool_specs) if tool_specs else None
+
+    def claims(self, body: str) -> bool:
+        return True  # asked last: any <tool_call> body the others do not claim is JSON, or a problem
+
+    def untagged_spans(self, text: str) -> list[Span]:
+        """Fenced JSON blocks that are calls (``name`` and ``arguments``), not JSON the teacher quotes."""
+        return [Span(m.start(), m.end(), m.group(1), self.name) for m in _FENCED.finditer(text)
+                if _is_fenced_call(m.group(1))]
 
     def parse_span(self, body: str, types: dict[str, dict[str, str]]) -> list[ParsedCall]:
         try:
@@ -193,18 +220,10 @@ class HermesDialect(TextDialect):
             + "\n</tool_call>"
 
 
-def _is_fenced_call(body: str) -> bool:
-    """A fenced JSON block that is a call (``name`` and ``arguments``), not JSON the teacher quotes."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(payload, dict) and isinstance(payload.get("name"), str) and "arguments" in payload
-
-
 # -- qwen3_xml ------------------------------------------------------------------------------
 
 _FUNCTION = re.compile(r"<function=(.*?)(?:</function>|$)", re.DOTALL)
+_BARE_FUNCTION = re.compile(r"<function=.*?(?:</function>|$)", re.DOTALL)
 # a value runs to its closing tag, or else to the next parameter, the end of the function, the end
 _PARAMETER = re.compile(r"<parameter=(.*?)(?=</parameter>|<parameter=|</function>|$)(?:</parameter>)?", re.DOTALL)
 _STRING_TYPES = ("string", "str", "text", "varchar", "char", "enum")
@@ -271,6 +290,13 @@ class Qwen3XmlDialect(TextDialect):
 
     def prompt_block(self, tool_specs: list[dict[str, Any]]) -> str | None:
         return prompts.qwen3_xml_tools_block(tool_specs) if tool_specs else None
+
+    def claims(self, body: str) -> bool:
+        return body.lstrip().startswith("<function=")
+
+    def untagged_spans(self, text: str) -> list[Span]:
+        """Bare ``<function=...>`` blocks, which vLLM's parser also reads."""
+        return [Span(m.start(), m.end(), m.group(0), self.name) for m in _BARE_FUNCTION.finditer(text)]
 
     def parse_span(self, body: str, types: dict[str, dict[str, str]]) -> list[ParsedCall]:
         calls: list[ParsedCall] = []
@@ -371,26 +397,22 @@ def dialect_named(name: str) -> Dialect:
 # -- where the calls are in a reply's text --------------------------------------------------
 
 _TAGGED = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
-_BARE_FUNCTION = re.compile(r"<function=.*?(?:</function>|$)", re.DOTALL)
-_FENCED = re.compile(r"```(?:json)?[ \t]*\n(.*?)\n?```", re.DOTALL)
+_RECOGNITION = (QWEN3_XML, HERMES)  # the most specific first: hermes takes any body left
 
 
 def call_spans(text: str | None) -> list[Span]:
     """Every tool call in a reply's text, in order, each with the dialect it is written in.
 
-    ``<tool_call>`` blocks first (a body starting ``<function=`` is qwen3_xml, any other hermes);
-    without them, bare ``<function=...>`` blocks (qwen3_xml, as vLLM's parser also reads them);
-    without those, fenced JSON blocks that are calls (hermes).
+    ``<tool_call>`` blocks, each claimed by the first dialect that recognises its body; without
+    any, the calls a dialect writes untagged (bare ``<function=``, then fenced JSON calls).
     """
     if not text:
         return []
-    tagged = [Span(m.start(), m.end(), m.group(1),
-                   QWEN3_XML.name if m.group(1).lstrip().startswith("<function=") else HERMES.name)
+    tagged = [Span(m.start(), m.end(), m.group(1), next(d for d in _RECOGNITION if d.claims(m.group(1))).name)
               for m in _TAGGED.finditer(text)]
     if tagged:
         return tagged
-    bare = [Span(m.start(), m.end(), m.group(0), QWEN3_XML.name) for m in _BARE_FUNCTION.finditer(text)]
-    if bare:
-        return bare
-    return [Span(m.start(), m.end(), m.group(1), HERMES.name) for m in _FENCED.finditer(text)
-            if _is_fenced_call(m.group(1))]
+    for dialect in _RECOGNITION:
+        if spans := dialect.untagged_spans(text):
+            return spans
+    return []
