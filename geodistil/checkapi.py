@@ -41,7 +41,8 @@ async def check_api(base_url: str | None, model: str, tool_style: str = "text") 
                 {"role": "system", "content": prompts.SYSTEM_PROMPT},
                 {"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": image_data_url(_probe_image())}},
-                    {"type": "text", "text": prompts.user_text("A road sign is visible.", dialect.prompt_block(specs))},
+                    {"type": "text",
+                     "text": prompts.user_text("A road sign is visible.", dialect.prompt_block(specs))},
                 ]},
             ]
             start = time.perf_counter()
