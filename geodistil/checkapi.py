@@ -7,13 +7,13 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from geodistil import prompts
+from geodistil import prompts, reasoning
 from geodistil.config import GenerationConfig, TeacherConfig, ToolsConfig
+from geodistil.dialects import ToolCall, dialect_named
 from geodistil.errors import GeodistilError
 from geodistil.images import image_data_url
 from geodistil.scoring import parse_answer
 from geodistil.teacher import TeacherClient
-from geodistil.toolcalls import ToolCall, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import build_tools, openai_tool_specs
 
 
@@ -31,6 +31,7 @@ async def check_api(base_url: str | None, model: str, tool_style: str = "text") 
     config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, max_retries=1, timeout_s=120)
     report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
     specs = openai_tool_specs(build_tools(ToolsConfig()))
+    dialect = dialect_named(config.tool_style)
     async with TeacherClient(config, max_connections=4) as client:
         try:
             models = await client.list_models()
@@ -40,20 +41,22 @@ async def check_api(base_url: str | None, model: str, tool_style: str = "text") 
                 {"role": "system", "content": prompts.SYSTEM_PROMPT},
                 {"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": image_data_url(_probe_image())}},
-                    {"type": "text", "text": prompts.user_text("A road sign is visible.", specs, tool_style)},
+                    {"type": "text",
+                     "text": prompts.user_text("A road sign is visible.", dialect.prompt_block(specs))},
                 ]},
             ]
             start = time.perf_counter()
             reply = await client.complete(messages, GenerationConfig(max_tokens=1024),
-                                          tools=specs if tool_style == "native" else None)
+                                          tools=dialect.request_tools(specs))
         except GeodistilError as exc:
             report["error"] = str(exc)
             return report
-    calls = parse_native_tool_calls(reply.tool_calls) if reply.tool_calls else parse_text_tool_calls(reply.content)
+    _, content = reasoning.separate(reply.content, reply.reasoning)
+    calls = dialect.read(content, reply.tool_calls, specs).calls
     report["latency_s"] = round(time.perf_counter() - start, 3)
     report["tool_call_format"] = bool(calls) and all(isinstance(c, ToolCall) for c in calls)
     report["tool_calls"] = ", ".join(getattr(c, "name", "?") or "?" for c in calls)
-    report["boxed_answer_parsed"] = parse_answer(reply.content) is not None
+    report["boxed_answer_parsed"] = parse_answer(content) is not None
     report["prompt_tokens"] = reply.usage.prompt_tokens
     report["completion_tokens"] = reply.usage.completion_tokens
     report["ok"] = report["tool_call_format"] or report["boxed_answer_parsed"]

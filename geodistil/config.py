@@ -14,7 +14,9 @@ import os
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from geodistil.dialects import ALIASES, DialectName
 
 
 class BoxConvention(str, Enum):
@@ -40,9 +42,14 @@ class TeacherConfig(_Model):
     max_retries: int = Field(6, ge=0, le=20, description="retries on 429 / 5xx / timeouts / connection errors")
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
-    tool_style: Literal["text", "native"] = Field(
-        "text", description="text: <tool_call> JSON in the reply (Qwen/Hermes); native: OpenAI tools"
-    )
+    tool_style: DialectName = Field(
+        "hermes", description="tool-call dialect: hermes (<tool_call> JSON, Qwen/InternVL), qwen3_xml "
+                              "(<tool_call><function=..>, Qwen3-Coder), native (OpenAI tools); text: hermes")
+
+    @field_validator("tool_style", mode="before")
+    @classmethod
+    def _dialect_alias(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
 
     def resolved_base_url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"

@@ -17,14 +17,14 @@ from typing import Any
 from PIL import Image
 
 import geodistil
-from geodistil import prompts
+from geodistil import prompts, reasoning
 from geodistil.config import RolloutSettings
 from geodistil.data import GeoDataset, Sample
+from geodistil.dialects import Dialect, Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
 from geodistil.errors import SampleError, TeacherError, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
-from geodistil.scoring import parse_answer, score
+from geodistil.scoring import parse_answer, read_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
-from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import TOOLS_VERSION, Tool, build_tools, input_ref_of, openai_tool_specs
 from geodistil.trace import (
     ImagePart, ImageRecord, LatLon, Message, Preprocess, TeacherInfo, TextPart, ToolCallRecord, Trace,
@@ -55,6 +55,10 @@ class RolloutContext:
     @cached_property
     def tool_specs(self) -> list[dict[str, Any]]:
         return openai_tool_specs(self.tools)
+
+    @cached_property
+    def dialect(self) -> Dialect:
+        return dialect_named(self.settings.teacher.tool_style)
 
     @cached_property
     def teacher_info(self) -> TeacherInfo:
@@ -155,41 +159,42 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
 
 
 def _score(trace: Trace) -> None:
-    prediction = parse_answer(trace.final_answer)
-    trace.parse_success = prediction is not None
-    trace.prediction = LatLon(lat=prediction[0], lon=prediction[1]) if prediction else None
+    answer = read_answer(trace.final_answer)
+    prediction = (answer.lat, answer.lon) if answer else None
+    trace.parse_success = answer is not None
+    trace.prediction = LatLon(lat=answer.lat, lon=answer.lon) if answer else None
+    trace.answer_format = answer.format if answer else None
     if trace.ground_truth is not None:
         trace.distance_km, trace.reward_score = score(prediction, (trace.ground_truth.lat, trace.ground_truth.lon))
 
 
 async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: int, ctx: RolloutContext) -> None:
     settings = ctx.settings
-    native = settings.teacher.tool_style == "native"
-    specs = ctx.tool_specs
+    specs, dialect = ctx.tool_specs, ctx.dialect
     convo.add(Message(role="system", content=prompts.SYSTEM_PROMPT))
     convo.add(Message(role="user", content=[
         ImagePart(ref=ref0),
-        TextPart(text=prompts.user_text(sample.clues, specs, settings.teacher.tool_style)),
+        TextPart(text=prompts.user_text(sample.clues, dialect.prompt_block(specs))),
     ]))
     seed = rollout_seed(settings.generation.seed, trace.sample_index, trace.rollout_index)
     image_cap_hit = False
     for turn in range(1, settings.generation.max_turns + 1):
         reply = await ctx.teacher.complete(convo.sent, settings.generation,
-                                           tools=specs if native else None, seed=seed)
+                                           tools=dialect.request_tools(specs), seed=seed)
         _account(trace, reply)
         trace.num_turns = turn
-        convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls,
-                          reasoning=reply.reasoning))
-        trace.final_answer = reply.content
-        calls = parse_native_tool_calls(reply.tool_calls) if reply.tool_calls else parse_text_tool_calls(reply.content)
-        if not calls:
-            if parse_answer(reply.content) is not None:
+        thinking, content = reasoning.separate(reply.content, reply.reasoning)
+        convo.add(Message(role="assistant", content=content, tool_calls=reply.tool_calls, reasoning=thinking))
+        trace.final_answer = content
+        reading = dialect.read(content, reply.tool_calls, specs)
+        if not reading.calls:
+            if parse_answer(content) is not None:
                 trace.stop_reason = "answered"
                 return
             if turn < settings.generation.max_turns:
                 convo.add(Message(role="user", content=NUDGE))
             continue
-        image_cap_hit |= await _run_tools(trace, convo, calls, turn, ctx, native)
+        image_cap_hit |= await _run_tools(trace, convo, reading, turn, ctx)
     trace.stop_reason = "image_limit" if image_cap_hit else "max_turns"
 
 
@@ -199,14 +204,14 @@ def _account(trace: Trace, reply: TeacherReply) -> None:
     trace.turn_latencies_s.append(round(reply.latency_s, 4))
 
 
-async def _run_tools(trace: Trace, convo: _Conversation, calls: list[ToolCall | ToolCallProblem],
-                     turn: int, ctx: RolloutContext, native: bool) -> bool:
-    """Execute one turn's calls and send their results back; True if the image cap stopped one."""
-    parts: list[TextPart | ImagePart] = []
+async def _run_tools(trace: Trace, convo: _Conversation, reading: Reading, turn: int, ctx: RolloutContext) -> bool:
+    """Execute one turn's calls and send their results back in the reply's dialect; True if the
+    image cap stopped one."""
+    results: list[ToolResult] = []
     cap_hit = False
-    for call in calls:
+    for call in reading.calls:
         record = ToolCallRecord(index=len(trace.tool_calls_log), turn=turn, call_id=call.call_id,
-                                tool_name=call.name or "?", success=False)
+                                tool_name=call.name or "?", dialect=call.dialect, success=False)
         start = time.perf_counter()
         note = None
         if isinstance(call, ToolCallProblem):
@@ -226,17 +231,9 @@ async def _run_tools(trace: Trace, convo: _Conversation, calls: list[ToolCall | 
         trace.tool_calls_log.append(record)
         text = prompts.tool_response_text(record.tool_name, record.output_ref, record.output_size,
                                           note=note, error=record.error)
-        if native and call.call_id:
-            convo.add(Message(role="tool", tool_call_id=call.call_id, content=text))
-        if record.output_ref is not None:
-            parts.append(ImagePart(ref=record.output_ref))
-        if not native or not call.call_id:
-            parts.append(TextPart(text=text))
-    if not parts:  # native calls that all failed: the tool messages said it all
-        parts.append(TextPart(text="See the tool results above."))
-    elif native and all(isinstance(p, ImagePart) for p in parts):
-        parts.append(TextPart(text="The images above are the tool outputs, in order."))
-    convo.add(Message(role="user", content=parts))
+        results.append(ToolResult(call.call_id, text, record.output_ref))
+    for message in reading.dialect.result_messages(results):
+        convo.add(message)
     return cap_hit
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.errors import TraceError
+from geodistil.scoring import AnswerFormat
 
 SCHEMA_VERSION = 1
 
@@ -83,6 +84,7 @@ class ToolCallRecord(BaseModel):
     turn: int
     call_id: str | None = None
     tool_name: str
+    dialect: str | None = None  # the dialect the call was read as (hermes, qwen3_xml, native)
     tool_arguments: dict[str, Any] = Field(default_factory=dict)  # as the teacher gave them
     resolved: dict[str, Any] | None = None  # e.g. the pixel box actually cropped
     success: bool
@@ -143,6 +145,8 @@ class Trace(BaseModel):
     final_answer: str | None = None
     prediction: LatLon | None = None
     parse_success: bool = False
+    # how the answer was written: boxed as asked, a GLM box, or a plain last line (the prompt ignored)
+    answer_format: AnswerFormat | None = None
     distance_km: float = 20000.0
     reward_score: float = 0.0
     stop_reason: StopReason = "error"

@@ -239,6 +239,13 @@ def test_trace_page_draws_zoom_box_hash_checks_map_and_answer(real):
     assert 'id="final-answer"' in html and "\\boxed{" in html
 
 
+def test_tool_cards_name_the_dialect_each_call_was_read_as(real):
+    name = _names_with_tool(real, ZOOM)[0]
+    html = viewer_client(real).get(f"/trace/{name}").text
+    assert html.count('<span class="dialect">hermes</span>') == len(real.read_trace(name).tool_calls_log)
+    assert '<span class="tc" data-dialect="hermes">' in html
+
+
 def test_rotation_angle_is_shown(real):
     name = _names_with_tool(real, ROTATE)[0]
     call = next(c for c in real.read_trace(name).tool_calls_log if c.tool_name == ROTATE)

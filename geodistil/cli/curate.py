@@ -80,6 +80,15 @@ def stats(
     console.print(f"wrote {output.rstrip('/')}/{SUMMARY}" + (f" and {output.rstrip('/')}/{REPORT}" if report else ""))
 
 
+def _answer_formats(formats: list[str]) -> list[str]:
+    from geodistil.curate import ANSWER_FORMATS
+
+    unknown = [f for f in formats if f not in ANSWER_FORMATS]
+    if unknown:
+        raise typer.BadParameter(f"unknown answer format {unknown[0]!r}; known: {', '.join(ANSWER_FORMATS)}")
+    return formats
+
+
 @app.command("filter")
 def filter_(
     output: str = typer.Argument(..., help="trace folder or s3:// prefix to read"),
@@ -93,6 +102,11 @@ def filter_(
     keep_errors: bool = typer.Option(False, help="keep traces whose rollout failed"),
     keep_unparsed: bool = typer.Option(False, help="keep traces without a parseable answer"),
     keep_failed_tool_calls: bool = typer.Option(False, help="keep traces with a failed tool call"),
+    answer_format: list[str] = typer.Option([], callback=_answer_formats,
+                                            help="an answer format to keep: boxed | glm_box | plain_last_line "
+                                                 "(repeatable; default all)"),
+    prompted_dialect_only: bool = typer.Option(False, help="drop traces with a tool call in another dialect "
+                                                           "than the prompted one"),
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop near-duplicate answers of a sample"),
     dedup_similarity: float = typer.Option(0.95, min=0.5, max=1.0),
     use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
@@ -104,7 +118,9 @@ def filter_(
                           min_reward=None if any_reward else min_reward, max_turns=max_turns,
                           require_tool_use=require_tool_use, required_tools=tuple(required_tool),
                           forbidden_tools=tuple(forbidden_tool), no_failed_tool_call=not keep_failed_tool_calls,
-                          dedup_answers=dedup, dedup_similarity=dedup_similarity)
+                          dedup_answers=dedup, dedup_similarity=dedup_similarity,
+                          prompted_dialect_only=prompted_dialect_only,
+                          **({"answer_formats": tuple(answer_format)} if answer_format else {}))
     src, out = storage_spec(output), storage_spec(dest)
     manifest = _stage(use_prefect, "filter_flow", lambda: run_filter(src.store(), out.store(), config),
                       source=src, dest=out, config=config)

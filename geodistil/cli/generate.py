@@ -29,6 +29,16 @@ def demo_data(
     console.print(f"wrote {n} samples to {path} in {time.perf_counter() - start:.1f}s")
 
 
+def _dialect(name: str) -> str:
+    """``--tool-style``: a known dialect, or one clear line (the registry is imported only when used)."""
+    from geodistil.dialects import dialect_named
+
+    try:
+        return dialect_named(name).name
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command("sim")
 def sim(
     host: str = typer.Option("127.0.0.1"),
@@ -40,7 +50,8 @@ def sim(
     rate_hang: float = typer.Option(0.0, help="share of requests never answered"),
     rate_malformed: float = typer.Option(0.0, help="share of tool calls with broken JSON"),
     rate_no_box: float = typer.Option(0.0, help="share of answers without \\boxed{}"),
-    tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool_calls)"),
+    tool_style: str = typer.Option("text", callback=_dialect, help="dialect the sim calls tools in: hermes | "
+                                                                   "qwen3_xml | native (text = hermes)"),
     tool_calls: Optional[int] = typer.Option(None, min=0, help="fixed tool calls per conversation (benchmarks)"),
     seed: int = typer.Option(0),
 ) -> None:
@@ -64,7 +75,8 @@ def run(
     max_turns: int = typer.Option(6, min=1),
     temperature: float = typer.Option(0.7, min=0.0),
     rollouts: int = typer.Option(1, min=1, help="rollouts per sample"),
-    tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool calls)"),
+    tool_style: str = typer.Option("text", callback=_dialect,
+                                   help="tool-call dialect: hermes | qwen3_xml | native (text = hermes)"),
     tools: str = typer.Option("image_zoom_in_tool,image_rotate_tool,python_code_tool",
                               help="comma-separated tool names"),
     box_convention: str = typer.Option("absolute", help="absolute | relative_1000 | relative_1"),
@@ -172,7 +184,8 @@ def _print_summary(summary: dict) -> None:
 def check_api(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)"),
     model: str = typer.Option(..., help="model name"),
-    tool_style: str = typer.Option("text", help="text or native tool calls"),
+    tool_style: str = typer.Option("text", callback=_dialect,
+                                   help="tool-call dialect: hermes | qwen3_xml | native (text = hermes)"),
 ) -> None:
     """Check a teacher endpoint: models, one image request with tools, format of the reply."""
     from geodistil.checkapi import check_api as run_check

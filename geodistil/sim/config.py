@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from geodistil.dialects import ALIASES, DialectName
 
 _RATE = {"ge": 0.0, "le": 1.0}
 
@@ -28,11 +30,18 @@ class SimConfig(BaseModel):
     rate_hang: float = Field(0.0, **_RATE, description="share of requests never answered")
     rate_malformed: float = Field(0.0, **_RATE, description="share of answers that are a tool call with broken JSON")
     rate_no_box: float = Field(0.0, **_RATE, description="share of answers without \\boxed{}")
-    tool_style: Literal["text", "native"] = Field(
-        "text", description="text: <tool_call> JSON in the content; native: OpenAI tool_calls")
+    tool_style: DialectName = Field(
+        "hermes", description="dialect of the calls: hermes or qwen3_xml text in the content, native OpenAI "
+                              "tool_calls (when the request has tools); text: hermes")
+    think: bool = Field(False, description="open each reply with <think> reasoning that drafts a call and an answer")
     tool_calls: int | None = Field(
         None, ge=0, le=10, description="tool-call turns per conversation before the answer (default: 0-3, drawn)")
     seed: int = Field(0, description="seeds the answers (with the request content) and the fault draws")
+
+    @field_validator("tool_style", mode="before")
+    @classmethod
+    def _dialect_alias(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _exclusive_faults_fit(self) -> SimConfig:

@@ -34,7 +34,8 @@ from starlette.routing import Route
 
 from geodistil import geo
 from geodistil.sim.config import SimConfig
-from geodistil.sim.policy import Reply, native_tool_calls, respond, text_content
+from geodistil.dialects import ALIASES, DIALECTS, dialect_named
+from geodistil.sim.policy import Reply, message, respond
 from geodistil.sim.reading import Conversation, read_request
 
 __all__ = ["SimConfig", "SimServer", "create_app", "serve", "main", "SIM_MODEL", "RETRY_AFTER_S"]
@@ -112,7 +113,7 @@ class _Sim:
             body = json.loads(raw)
             if isinstance(body, dict) and body.get("stream"):
                 raise ValueError("the simulated teacher does not stream; send stream=false")
-            conv = read_request(body, c.tool_style)
+            conv = read_request(body)
         except ValueError as exc:
             s["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error")
@@ -123,15 +124,9 @@ class _Sim:
         return JSONResponse(self._completion(body, conv, reply))
 
     def _completion(self, body: dict[str, Any], conv: Conversation, reply: Reply) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant"}
-        finish = "stop"
-        if self.config.tool_style == "native" and reply.calls:
-            message["content"] = reply.content
-            message["tool_calls"] = native_tool_calls(reply)
-            finish = "tool_calls"
-        else:
-            message["content"] = text_content(reply)
-        completion_chars = len(message["content"]) + sum(len(c.arguments_json) for c in reply.calls)
+        answer, finish = message(reply, dialect_named(self.config.tool_style), bool(body.get("tools")),
+                                 think=self.config.think)
+        completion_chars = len(answer["content"]) + sum(len(c.arguments_json) for c in reply.calls)
         prompt_tokens = conv.prompt_chars // 4 + IMAGE_TOKENS * len(conv.image_urls)
         completion_tokens = completion_chars // 4 + 1
         return {
@@ -139,7 +134,7 @@ class _Sim:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or SIM_MODEL,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": answer, "finish_reason": finish, "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
@@ -297,13 +292,21 @@ class SimServer:
         self.stop()
 
 
+def _boolean(value: str) -> bool:
+    """``--think=False`` (as ``SimServer`` passes a config to its process) is false, unlike ``bool("False")``."""
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m geodistil.sim``: the flags are the ``SimConfig`` fields (``--rate-429`` ...)."""
     parser = argparse.ArgumentParser(prog="python -m geodistil.sim", description=serve.__doc__)
     for name, field in SimConfig.model_fields.items():
         kind = int if field.default is None else type(field.default)  # tool_calls: None means "drawn"
+        kind = _boolean if kind is bool else kind
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default, help=field.description,
-                            choices=("text", "native") if name == "tool_style" else None)
+                            choices=(*DIALECTS, *ALIASES) if name == "tool_style" else None)
     parser.add_argument("--log-level", default="info")
     options = vars(parser.parse_args(argv))
     log_level = options.pop("log_level")

@@ -6,12 +6,13 @@ Kept apart from the HTML so the page template only lays things out.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
 
+from geodistil.dialects import call_spans
+from geodistil.scoring import read_answer
 from geodistil.trace import ImagePart, ToolCallRecord, Trace
 from geodistil.viewer.images import Rebuilt
 from geodistil.viewer.numbers import is_finite, number_text
@@ -55,16 +56,18 @@ class Block:
     cards: list[ToolCard] = field(default_factory=list)
 
 
-_MARKS = re.compile(r"(\\boxed\{[^{}]*\})|(&lt;tool_call&gt;.*?&lt;/tool_call&gt;)", re.S)
-
-
 def message_html(text: str) -> Markup:
-    """Escaped message text with the answer and text tool calls marked out."""
-    escaped = str(escape(text))
-
-    def mark(m: re.Match[str]) -> str:
-        return f'<mark class="answer">{m.group(1)}</mark>' if m.group(1) else f'<span class="tc">{m.group(2)}</span>'
-    return Markup(_MARKS.sub(mark, escaped))
+    """Escaped message text with the answer and the text tool calls (in whatever dialect) marked out."""
+    marks = [(s.start, s.end, f'<span class="tc" data-dialect="{s.dialect}">', "</span>") for s in call_spans(text)]
+    answer = read_answer(text)
+    if answer is not None and not any(start <= answer.span[0] < end for start, end, _, _ in marks):
+        marks.append((*answer.span, f'<mark class="answer" data-format="{answer.format}">', "</mark>"))
+    html, at = [], 0
+    for start, end, open_tag, close_tag in sorted(marks):
+        html += [str(escape(text[at:start])), open_tag, str(escape(text[start:end])), close_tag]
+        at = end
+    html.append(str(escape(text[at:])))
+    return Markup("".join(html))
 
 
 def _image_view(ref: int, trace: Trace, rebuilt: Rebuilt) -> ImageView:

@@ -175,7 +175,7 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
  {% if b.native_calls %}<details><summary>native tool_calls</summary><pre>{{ b.native_calls }}</pre></details>{% endif %}
  {% for c in b.cards %}<div class="tool{% if not c.call.success %} failed{% endif %}" data-tool="{{ c.call.tool_name }}">
   <div><b>#{{ c.call.index }} {{ c.call.tool_name }}</b> {% if c.call.success %}<span class="badge ok">ok</span>{% else %}<span class="badge err">failed</span>{% endif %}
-  <span class="muted">{{ c.call.duration_ms | num('.0f') }} ms{% if c.call.input_ref is not none %} · image {{ c.call.input_ref }}{% endif %}{% if c.call.output_ref is not none %} → image {{ c.call.output_ref }}{% endif %}</span></div>
+  <span class="muted">{{ c.call.duration_ms | num('.0f') }} ms{% if c.call.dialect %} · <span class="dialect">{{ c.call.dialect }}</span>{% endif %}{% if c.call.input_ref is not none %} · image {{ c.call.input_ref }}{% endif %}{% if c.call.output_ref is not none %} → image {{ c.call.output_ref }}{% endif %}</span></div>
   {% if c.angle is not none %}<div class="angle">rotation <b>{{ c.angle | num('g') }}°</b> counter-clockwise{% if c.asked_angle is not none and c.asked_angle != c.angle %} <span class="muted">(asked {{ c.asked_angle | num('g') }}°)</span>{% endif %}</div>{% endif %}
   {% if c.box_px %}<div>box <span class="mono">{{ c.box_px }}</span> px on image {{ c.call.input_ref }}</div>{% endif %}
   {% if c.code %}<pre class="code">{{ c.code }}</pre>{% else %}<details><summary>arguments</summary><pre>{{ c.arguments }}</pre></details>{% endif %}
