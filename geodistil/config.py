@@ -61,6 +61,9 @@ class TeacherConfig(_Model):
 
 class ImageConfig(_Model):
     max_pixels: int = Field(1024 * 768, ge=28 * 28, description="pixel cap of images sent to the teacher")
+    max_decoded_pixels: int = Field(
+        50_000_000, ge=28 * 28, description="pixel cap of a dataset image once decoded (a JPEG decodes at a reduced "
+        "scale first); a larger one is that sample's error, so memory per sample stays bounded")
     jpeg_quality: int = Field(90, ge=50, le=100)
     image_format: Literal["png", "jpeg"] = "jpeg"
 

@@ -4,6 +4,10 @@ A dataset is a Hugging Face ``datasets`` dataset: a ``save_to_disk`` folder (loc
 fsspec URL) or a hub id + split. Columns are mapped to image / latitude / longitude / clues,
 auto-detected when not given. A row that cannot be used raises ``SampleError`` naming its
 index; it never stops the other samples.
+
+An image is decoded no larger than it needs to be (``Decoding``): a photo far larger than
+what is sent decodes at a reduced scale, and one that would still decode to more than a cap
+of pixels is that sample's error, so memory per sample stays bounded whatever the dataset holds.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.errors import ConfigError, SampleError
+from geodistil.images import decode, decode_scale, decoding_size
 
 IMAGE_CANDIDATES = ("image", "img", "photo", "picture")
 LAT_CANDIDATES = ("latitude", "lat")
@@ -41,15 +46,31 @@ class DatasetSpec(BaseModel):
     storage_options: dict[str, Any] | None = Field(None, description="fsspec options for remote folders")
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How ``GeoDataset.sample`` decodes a row's image.
+
+    ``scale`` repeats a recorded decode scale (replay); otherwise ``fit``, the pixels the image
+    is sent at, lets a large image decode at the scale ``images.decode_scale`` allows. Beyond
+    ``max_pixels`` decoded pixels the sample is an error. The default is a full decode, uncapped.
+    """
+
+    fit: int | None = None
+    scale: int | None = None
+    max_pixels: int | None = None
+
+
 @dataclass
 class Sample:
     index: int
     image: Image.Image
+    original_size: tuple[int, int]  # the stored image's; ``image`` is smaller when decoded at a reduced scale
     lat: float
     lon: float
     clues: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     encoded: bytes | None = None  # the image file as stored, when the row holds one
+    decode_scale: int = 1  # ``image`` is the stored image decoded at 1/decode_scale (see ``images.decode``)
 
 
 def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
@@ -125,26 +146,30 @@ class GeoDataset:
         with self._lock:
             return self._ds[index]
 
-    def sample(self, index: int) -> Sample:
-        """The sample at ``index``; ``SampleError`` names the index and the problem."""
+    def sample(self, index: int, decoding: Decoding = Decoding()) -> Sample:
+        """The sample at ``index``, its image decoded per ``decoding``; ``SampleError`` names the
+        index and the problem."""
         row = self.row(index)
-        image, encoded = _decode_image(index, row.get(self.image_column))
+        image, size, scale, encoded = _decode_image(index, row.get(self.image_column), decoding)
         lat = _coordinate(index, row.get(self.lat_column), "latitude", 90.0)
         lon = _coordinate(index, row.get(self.lon_column), "longitude", 180.0)
         clues = row.get(self.clues_column) if self.clues_column else None
         used = {self.image_column, self.lat_column, self.lon_column, self.clues_column}
         meta = {k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool))}
-        return Sample(index=index, image=image, lat=lat, lon=lon,
-                      clues=str(clues) if clues is not None else None, meta=meta, encoded=encoded)
+        return Sample(index=index, image=image, original_size=size, lat=lat, lon=lon,
+                      clues=str(clues) if clues is not None else None, meta=meta, encoded=encoded, decode_scale=scale)
 
 
-def _decode_image(index: int, value: Any) -> tuple[Image.Image, bytes | None]:
-    """The decoded image, and the file's bytes when the row holds a file rather than pixels."""
+def _decode_image(index: int, value: Any, decoding: Decoding
+                  ) -> tuple[Image.Image, tuple[int, int], int, bytes | None]:
+    """The decoded image, its stored size, the scale it was decoded at, and the file's bytes
+    when the row holds a file rather than pixels."""
     if value is None:
         raise SampleError(index, "image is missing")
     try:
-        if isinstance(value, Image.Image):
-            return value, None
+        if isinstance(value, Image.Image):  # decoded already: nothing to scale, nothing to save
+            _check_pixels(index, value.size, value.size, decoding.max_pixels)
+            return value, value.size, 1, None
         if isinstance(value, dict) and value.get("bytes"):
             data = bytes(value["bytes"])
         elif isinstance(value, dict) and value.get("path"):
@@ -157,13 +182,25 @@ def _decode_image(index: int, value: Any) -> tuple[Image.Image, bytes | None]:
                 data = f.read()
         else:
             raise SampleError(index, f"image has an unsupported type {type(value).__name__}")
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = Image.open(io.BytesIO(data))  # reads the header only: the size, before any pixel
+        size = image.size
+        scale = decoding.scale or (decode_scale(size, decoding.fit) if decoding.fit else 1)
+        _check_pixels(index, size, decoding_size(image, scale), decoding.max_pixels)
+        image = decode(image, scale)
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many kinds for a broken file
         raise SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    return image, data
+    return image, size, scale, data
+
+
+def _check_pixels(index: int, size: tuple[int, int], decoding: tuple[int, int], max_pixels: int | None) -> None:
+    """``SampleError`` when decoding an image of ``size`` would hold more than ``max_pixels`` pixels."""
+    w, h = decoding
+    if max_pixels is not None and w * h > max_pixels:
+        raise SampleError(index, f"image {size[0]}x{size[1]} would decode to {w}x{h}, {w * h / 1e6:.1f} megapixels, "
+                                 f"above the cap of {max_pixels / 1e6:.1f} (image.max_decoded_pixels): "
+                                 "downscale it in the dataset or raise the cap")
 
 
 def _coordinate(index: int, value: Any, what: str, limit: float) -> float:

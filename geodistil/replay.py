@@ -1,6 +1,6 @@
 """Rebuilding every image of a trace from the dataset and the tool log, and proving it.
 
-Replay opens the dataset at ``dataset_path``, takes ``sample_index``, preprocesses as recorded,
+Replay opens the dataset at ``dataset_path``, takes ``sample_index``, decodes and preprocesses as recorded,
 re-applies each successful tool call in order and compares every image's pixel hash.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from geodistil.config import BoxConvention, ToolsConfig
-from geodistil.data import DatasetSpec, GeoDataset, open_dataset
+from geodistil.data import DatasetSpec, Decoding, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError, ReplayError
 from geodistil.images import pixel_sha256, preprocess
 from geodistil.store import TraceStore
@@ -58,7 +58,8 @@ def rebuild_images(trace: Trace, dataset: GeoDataset | None = None) -> list[Imag
     if dataset.fingerprint != trace.dataset_fingerprint:
         raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
                           f"from the trace's {trace.dataset_fingerprint}: the data changed")
-    images = [preprocess(dataset.sample(trace.sample_index).image, trace.preprocess.max_pixels)]
+    sample = dataset.sample(trace.sample_index, Decoding(scale=trace.preprocess.decode_scale))
+    images = [preprocess(sample.image, trace.preprocess.max_pixels)]
     tools = _tools_for(trace)
     for call in trace.tool_calls_log:
         if not call.success:

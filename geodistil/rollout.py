@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
@@ -18,8 +18,8 @@ from PIL import Image
 
 import geodistil
 from geodistil import prompts, reasoning
-from geodistil.config import RolloutSettings
-from geodistil.data import GeoDataset, Sample
+from geodistil.config import ImageConfig, RolloutSettings
+from geodistil.data import Decoding, GeoDataset, Sample
 from geodistil.dialects import Dialect, Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
 from geodistil.errors import SampleError, TeacherError, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
@@ -117,12 +117,15 @@ class _Conversation:
         self.sent.append(sent)
 
 
-def _load(dataset: GeoDataset, sample_index: int, max_pixels: int, fmt: str
-          ) -> tuple[Sample, Image.Image, bytes | None]:
-    """The sample, its image as sent, and the file to send for it when no re-encoding is needed."""
-    sample = dataset.sample(sample_index)
-    sent = preprocess(sample.image, max_pixels)
-    return sample, sent, sendable_source(sample.image, sent, sample.encoded, fmt)
+def _load(dataset: GeoDataset, sample_index: int, settings: ImageConfig) -> tuple[Sample, Image.Image, bytes | None]:
+    """The sample, its image as sent, and the file to send for it when no re-encoding is needed.
+
+    The sample returned holds only the image as sent: the conversation keeps nothing larger.
+    """
+    sample = dataset.sample(sample_index, Decoding(fit=settings.max_pixels, max_pixels=settings.max_decoded_pixels))
+    sent = preprocess(sample.image, settings.max_pixels)
+    source = sendable_source(sample.image, sent, sample.encoded, settings.image_format, sample.original_size)
+    return replace(sample, image=sent, encoded=None), sent, source
 
 
 async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext) -> Trace:
@@ -135,13 +138,12 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     )
     convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
     try:
-        sample, sent_image, source = await asyncio.to_thread(
-            _load, dataset, sample_index, settings.image.max_pixels, settings.image.image_format)
+        sample, sent_image, source = await asyncio.to_thread(_load, dataset, sample_index, settings.image)
         trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
         trace.clues = sample.clues
         ref0 = await asyncio.to_thread(convo.add_image, sent_image, source)
-        trace.preprocess = Preprocess(original_size=sample.image.size, sent_size=sent_image.size,
-                                      max_pixels=settings.image.max_pixels,
+        trace.preprocess = Preprocess(original_size=sample.original_size, sent_size=sent_image.size,
+                                      max_pixels=settings.image.max_pixels, decode_scale=sample.decode_scale,
                                       sent_as="source" if source is not None else "encoded")
         await _converse(trace, convo, sample, ref0, ctx)
     except SampleError as exc:

@@ -67,6 +67,9 @@ class Preprocess(BaseModel):
     original_size: tuple[int, int]
     sent_size: tuple[int, int]
     max_pixels: int
+    # the stored image was decoded at 1/decode_scale (JPEG DCT scaling, else ``reduce``) before the
+    # resize, see ``geodistil.images.decode``; traces from before the field decoded at full size
+    decode_scale: int = Field(1, ge=1)
     mode: str = "RGB"
     # "source": the dataset's JPEG file was sent as it is; "encoded": the pixels were encoded
     # per the image settings. Either way ref 0's pixels are the decoded, preprocessed image.
