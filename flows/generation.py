@@ -168,7 +168,9 @@ async def generate_flow(
     logger = get_run_logger()
     settings = RolloutSettings(teacher=teacher, generation=generation, tools=tools, image=image)
     ds = await asyncio.to_thread(open_dataset, dataset)
-    indices = samples.indices(len(ds))
+    indices = samples.indices(len(ds))  # ConfigError, and the run fails, when the range holds no sample
+    if shortfall := samples.shortfall(len(ds)):
+        logger.warning(shortfall)
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
                 teacher.model, teacher.resolved_base_url())

@@ -2,8 +2,9 @@
 
 A dataset is a Hugging Face ``datasets`` dataset: a ``save_to_disk`` folder (local or any
 fsspec URL) or a hub id + split. Columns are mapped to image / latitude / longitude / clues,
-auto-detected when not given. A row that cannot be used raises ``SampleError`` naming its
-index; it never stops the other samples.
+auto-detected when not given. A dataset that cannot be opened, or has no rows, raises
+``ConfigError`` saying so in one line. A row that cannot be used raises ``SampleError``
+naming its index; it never stops the other samples.
 
 An image is decoded no larger than it needs to be (``Decoding``): a photo far larger than
 what is sent decodes at a reduced scale, and one that would still decode to more than a cap
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +26,15 @@ import fsspec
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodistil.errors import ConfigError, SampleError
+from geodistil.errors import ConfigError, GeodistilError, SampleError
 from geodistil.images import decode, decode_scale, decoding_size
 
 IMAGE_CANDIDATES = ("image", "img", "photo", "picture")
 LAT_CANDIDATES = ("latitude", "lat")
 LON_CANDIDATES = ("longitude", "lon", "lng", "long")
 CLUES_CANDIDATES = ("clues", "clue", "text", "hints", "caption")
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "name" or "owner/name": tried on the hub when no such folder exists
+OPEN_HINT = "give a datasets save_to_disk folder (local or s3://...) or a Hugging Face hub id"
 
 
 class DatasetSpec(BaseModel):
@@ -88,10 +93,54 @@ def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], wh
     return None
 
 
-def _is_saved_dataset(path: str, storage_options: dict[str, Any] | None) -> bool:
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    return any(fs.exists(f"{root.rstrip('/')}/{marker}") for marker in
-               ("dataset_info.json", "state.json", "dataset_dict.json"))
+def _is_saved_dataset(fs: Any, root: str) -> bool:
+    return any(fs.exists(f"{root}/{marker}") for marker in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _empty_parts(fs: Any, root: str) -> list[str]:
+    """The parts of a saved dataset without a data file ('' for a plain dataset, else split
+    names): ``load_from_disk`` fails on them with an ``IndexError`` that says nothing useful."""
+    def empty(folder: str) -> bool:
+        try:
+            return not json.loads(fs.cat_file(f"{folder}/state.json")).get("_data_files", [None])
+        except (OSError, ValueError, AttributeError):
+            return False  # not a part we can judge: load_from_disk says what is wrong
+
+    if fs.exists(f"{root}/dataset_dict.json"):
+        splits = json.loads(fs.cat_file(f"{root}/dataset_dict.json")).get("splits", [])
+        return [split for split in splits if empty(f"{root}/{split}")]
+    return [""] if empty(root) else []
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _load(spec: DatasetSpec) -> Any:
+    """The ``datasets`` object a spec names; ``ConfigError``, in one line, when there is none."""
+    import datasets
+
+    problem = "cannot be opened"
+    try:
+        fs, root = fsspec.core.url_to_fs(spec.path, **(spec.storage_options or {}))
+        root = root.rstrip("/")
+        if _is_saved_dataset(fs, root):
+            empty = _empty_parts(fs, root)
+            if empty:
+                where = "" if empty == [""] else f" in split{'s' * (len(empty) > 1)} {', '.join(empty)}"
+                raise ConfigError(f"dataset {spec.path} has no rows{where}: point it at a dataset with samples")
+            return datasets.load_from_disk(spec.path, storage_options=spec.storage_options)
+        if not fs.exists(root):
+            if not HUB_ID.fullmatch(spec.path):
+                raise ConfigError(f"dataset {spec.path} does not exist: {OPEN_HINT}")
+            problem = "is no folder here and cannot be loaded from the hub"
+        # a folder of data files, or a hub id: needs network, kept real for users who have it
+        return datasets.load_dataset(spec.path, split=spec.split or "train")
+    except GeodistilError:
+        raise
+    except Exception as exc:  # datasets and fsspec raise many kinds; the user needs one line
+        raise ConfigError(f"dataset {spec.path} {problem} ({_first_line(exc)}): {OPEN_HINT}") from exc
 
 
 class GeoDataset:
@@ -101,10 +150,7 @@ class GeoDataset:
         import datasets
 
         self.spec = spec
-        if _is_saved_dataset(spec.path, spec.storage_options):
-            loaded = datasets.load_from_disk(spec.path, storage_options=spec.storage_options)
-        else:  # a hub id: needs network, kept real for users who have it
-            loaded = datasets.load_dataset(spec.path, split=spec.split or "train")
+        loaded = _load(spec)
         if isinstance(loaded, datasets.DatasetDict):
             split = spec.split or ("train" if "train" in loaded else None)
             if split is None and len(loaded) == 1:
@@ -115,6 +161,9 @@ class GeoDataset:
             self.split: str | None = split
         else:
             self.split = spec.split
+        if len(loaded) == 0:
+            split = f" (split {self.split})" if self.split else ""
+            raise ConfigError(f"dataset {spec.path}{split} has no rows: point it at a dataset with samples")
         columns = list(loaded.column_names)
         self.image_column = _pick(columns, spec.image_column, IMAGE_CANDIDATES, "image")
         self.lat_column = _pick(columns, spec.lat_column, LAT_CANDIDATES, "latitude")

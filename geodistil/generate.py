@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import TraceError
+from geodistil.errors import ConfigError, TraceError
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import TraceStore, trace_name
@@ -43,14 +43,29 @@ class StorageSpec(BaseModel):
 
 
 class SampleRange(BaseModel):
+    """Which samples a run takes: ``num_samples`` from ``start`` (default: all to the end)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: int = Field(0, ge=0)
     num_samples: int | None = Field(None, ge=1, description="default: every sample from start")
 
     def indices(self, dataset_len: int) -> range:
+        """The indices to run; ``ConfigError`` when the range holds none, since a run of zero
+        samples is never what was asked for (``num_samples`` is at least 1)."""
+        if self.start >= dataset_len:
+            raise ConfigError(f"start {self.start} is past the end of the dataset ({dataset_len} samples, "
+                              f"indices 0 to {dataset_len - 1}): give a start below {dataset_len}")
         stop = dataset_len if self.num_samples is None else min(dataset_len, self.start + self.num_samples)
-        return range(self.start, max(self.start, stop))
+        return range(self.start, stop)
+
+    def shortfall(self, dataset_len: int) -> str | None:
+        """A one-line warning when the dataset ends before ``num_samples`` samples from ``start``."""
+        if self.num_samples is None or self.start + self.num_samples <= dataset_len:
+            return None
+        runs = len(self.indices(dataset_len))
+        return (f"num_samples {self.num_samples} from start {self.start} goes past the end of the dataset "
+                f"({dataset_len} samples): {runs} will run")
 
 
 def is_retryable(record: TraceRecord) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -35,3 +35,14 @@ def storage_spec(url: str) -> "StorageSpec":
     from geodistil.generate import StorageSpec
 
     return StorageSpec(url=url, storage_options=storage_options_from_env(url))
+
+
+def fail(problem: str) -> NoReturn:
+    """End the command on bad input: one line on stderr saying what is wrong and what to do, no traceback."""
+    typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (never wrapped, unlike the console's output) for something the user should know."""
+    typer.echo(f"warning: {message}", err=True)

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from geodistil.cli._app import app, console, storage_options_from_env
+from geodistil.cli._app import app, console, fail, storage_options_from_env, warn
 
 
 @app.command("demo-data")
@@ -144,11 +144,9 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.generation import run_generation
-    from geodistil.data import open_dataset
     from tasks.generation import add_listener, remove_listener
 
-    total = len(params["samples"].indices(len(open_dataset(params["dataset"])))) * \
-        params["generation"].rollouts_per_sample
+    total = _planned_traces(params)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
@@ -165,6 +163,23 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
             return run_generation(**params)
         finally:
             remove_listener(on_record)
+
+
+def _planned_traces(params: dict) -> int:
+    """The traces the run will make. Bad input (a dataset that cannot be opened, a range that
+    holds no sample) ends the command here, in one line, before any flow starts."""
+    from geodistil.data import open_dataset
+    from geodistil.errors import ConfigError
+
+    samples = params["samples"]
+    try:
+        length = len(open_dataset(params["dataset"]))
+        indices = samples.indices(length)
+    except ConfigError as exc:
+        fail(str(exc))
+    if shortfall := samples.shortfall(length):
+        warn(shortfall)
+    return len(indices) * params["generation"].rollouts_per_sample
 
 
 def _print_summary(summary: dict) -> None:
