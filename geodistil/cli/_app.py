@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from geodistil.generate import StorageSpec
@@ -46,3 +47,11 @@ def fail(problem: str) -> NoReturn:
 def warn(message: str) -> None:
     """One line on stderr (never wrapped, unlike the console's output) for something the user should know."""
     typer.echo(f"warning: {message}", err=True)
+
+
+def print_problems(label: str, problems: list[str], shown: int = 20) -> None:
+    """The first ``shown`` problems, one line each (each names its trace), and how many more."""
+    for problem in problems[:shown]:
+        console.print(f"[yellow]{label}[/yellow] {escape(problem)}", soft_wrap=True)
+    if len(problems) > shown:
+        console.print(f"... and {len(problems) - shown} more")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from geodistil.cli._app import app, console, storage_spec
+from geodistil.cli._app import app, console, fail, print_problems, storage_spec
 
 
 def _stage(use_prefect: bool, flow_name: str, plain, **params):
@@ -56,8 +56,7 @@ def _print_stats(summary: dict) -> None:
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
-    for problem in summary.get("unreadable_traces", [])[:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", summary.get("unreadable_traces", []))
 
 
 @app.command("stats")
@@ -164,8 +163,7 @@ def split(
     for bucket, count in manifest["counts"].items():
         table.add_row(bucket, str(count["samples"]), str(count["traces"]))
     console.print(table)
-    for problem in manifest["unreadable_traces"][:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", manifest["unreadable_traces"])
 
 
 @app.command("export")
@@ -179,20 +177,26 @@ def export(
     use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
 ) -> None:
     """Write SFT-ready data with every image rebuilt by replay and checked against its hash."""
-    from geodistil.data import DatasetSpec
+    from geodistil.data import DatasetSpec, open_dataset
+    from geodistil.errors import ConfigError
     from geodistil.export import ExportConfig, run_export
 
     if format not in ("hf", "sharegpt"):
         raise typer.BadParameter("--format must be hf or sharegpt")
+    if dataset:  # a dataset given by hand is checked once, not found wanting by every trace
+        try:
+            open_dataset(DatasetSpec(path=dataset))
+        except ConfigError as exc:
+            fail(str(exc))
     config = ExportConfig(format=format, include_reasoning=include_reasoning, verify=verify,
                           dataset=DatasetSpec(path=dataset) if dataset else None)
     src, out = storage_spec(output), storage_spec(dest)
     manifest = _stage(use_prefect, "export_flow", lambda: run_export(src.store(), out.store(), config),
                       source=src, dest=out, config=config)
-    for problem in manifest["skipped_traces"][:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", manifest["skipped_traces"])
     check = manifest.get("verification")
     status = "not verified" if check is None else ("verified" if check["ok"] else "[red]verification failed[/red]")
-    console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}")
+    console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}",
+                  soft_wrap=True)
     if check is not None and not check["ok"]:
         raise typer.Exit(1)

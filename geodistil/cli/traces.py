@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from geodistil.cli._app import app, console, storage_spec, storage_options_from_env
+from geodistil.cli._app import app, console, print_problems, storage_spec, storage_options_from_env
 
 
 @app.command("replay")
@@ -18,10 +18,9 @@ def replay(
     from geodistil.replay import verify_store
 
     summary = verify_store(storage_spec(output).store())
-    for failure in summary.failures:
-        console.print(f"[red]mismatch[/red] {failure}")
-    console.print(f"verified {summary.traces} traces and {summary.images} images "
-                  f"({summary.skipped} error traces without images, {len(summary.failures)} failures)")
+    print_problems("failed", summary.failures)
+    console.print(f"verified {summary.verified} traces and {summary.images} images ({summary.skipped} error traces "
+                  f"without images, {summary.failed} failed, {summary.unreadable} unreadable)", soft_wrap=True)
     if verify and not summary.ok:
         raise typer.Exit(1)
 
