@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 # vision encoders work in 28-pixel patches (Qwen2-VL family); sizes stay multiples of it
 PATCH = 28
@@ -44,10 +45,15 @@ def scaled_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
     return -(-size[0] // scale), -(-size[1] // scale)
 
 
+def _is_jpeg(image: Image.Image) -> bool:
+    """A JPEG, or a JPEG-based file such as a phone's MPO: one that decodes at a reduced scale."""
+    return isinstance(image, JpegImageFile)
+
+
 def decoding_size(image: Image.Image, scale: int) -> tuple[int, int]:
     """The largest size decoding an opened image at ``scale`` holds in memory: the scaled size
     for a JPEG, the full size for any other (``reduce`` comes after a full decode)."""
-    return scaled_size(image.size, scale) if image.format == "JPEG" else image.size
+    return scaled_size(image.size, scale) if _is_jpeg(image) else image.size
 
 
 def decode(image: Image.Image, scale: int) -> Image.Image:
@@ -59,7 +65,7 @@ def decode(image: Image.Image, scale: int) -> Image.Image:
         image.load()
         return image
     expected = scaled_size(image.size, scale)
-    if image.format == "JPEG":
+    if _is_jpeg(image):
         image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
         if image.size != expected:
             raise ValueError(f"the JPEG does not decode at 1/{scale} (got {image.size[0]}x{image.size[1]})")

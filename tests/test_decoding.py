@@ -28,7 +28,9 @@ def photo(fmt: str, size=(4000, 3000)) -> bytes:
     for i in range(0, size[0], 37):
         draw.line((i, 0, size[0] - i, size[1]), fill=(i % 255, 40, 200 - i % 200), width=3)
     buf = io.BytesIO()
-    image.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 1}))
+    options = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 90},
+               "MPO": {"quality": 90, "save_all": True, "append_images": [image.rotate(90)]}}  # MPO: 2 frames
+    image.save(buf, format=fmt, **options[fmt])
     return buf.getvalue()
 
 
@@ -45,8 +47,9 @@ def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_covers_the_sent_size
     assert (sample.original_size, sample.decode_scale, sample.image.size) == ((4000, 3000), 8, (500, 375))
 
 
-def test_a_jpeg_within_the_cap_once_scaled_down_is_no_error(tmp_path):
-    sample = dataset_of(tmp_path, [photo("JPEG")]).sample(0, Decoding(fit=SMALL_SEND, max_pixels=1_000_000))
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])  # MPO: the JPEG-based files of many phones
+def test_a_jpeg_within_the_cap_once_scaled_down_is_no_error(tmp_path, fmt):
+    sample = dataset_of(tmp_path, [photo(fmt)]).sample(0, Decoding(fit=SMALL_SEND, max_pixels=1_000_000))
     assert sample.image.size[0] * sample.image.size[1] <= 1_000_000
 
 
