@@ -12,6 +12,8 @@ from geodistil.data import DatasetSpec, GeoDataset
 from geodistil.errors import ConfigError
 from geodistil.generate import SampleRange
 from geodistil.sim.demo_data import make_demo_dataset
+from geodistil.sim.server import SimConfig, SimServer
+from geodistil.store import TraceStore
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +69,23 @@ def test_num_samples_beyond_the_end_says_how_many_will_run():
     assert samples.shortfall(3) == ("num_samples 10 from start 1 goes past the end of the dataset (3 samples): "
                                     "2 will run")
     assert SampleRange(start=1, num_samples=2).shortfall(3) is None
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.mark.slow  # a Prefect server and a real run: about a minute here
+def test_run_with_num_samples_past_the_end_warns_in_one_line_and_runs_the_rest(demo3, tmp_path, prefect_api):
+    out = str(tmp_path / "out")
+    with SimServer(SimConfig(port=0, seed=1)) as sim:
+        result = CliRunner().invoke(app, ["run", "--dataset", demo3, "--num-samples", "5", "--output", out,
+                                          "--base-url", sim.base_url, "--model", "sim", "--timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: num_samples 5 from start 0 goes past the end of the dataset (3 samples): 3 will run"
+            in result.stderr.splitlines())
+    assert TraceStore(out).trace_names() == [f"trace_{i:05d}.json" for i in range(3)]
