@@ -20,7 +20,7 @@ import geodistil
 from geodistil import prompts
 from geodistil.config import RolloutSettings
 from geodistil.data import GeoDataset, Sample
-from geodistil.errors import SampleError, TeacherError, ToolError
+from geodistil.errors import SampleError, TeacherError, TeacherLimitReached, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
 from geodistil.scoring import parse_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
@@ -61,7 +61,8 @@ class RolloutContext:
         """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
-            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
+            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, profile=s.teacher.profile,
+            tool_style=s.teacher.tool_style or "auto",
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
             box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
@@ -99,6 +100,11 @@ class _Conversation:
         self._urls.append(data_url(source) if source is not None
                           else image_data_url(image, self._format, self._quality))
         return ref
+
+    def pop(self) -> None:
+        """Take back the last message (a request the teacher refused)."""
+        self.stored.pop()
+        self.sent.pop()
 
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
         self.stored.append(message)
@@ -143,12 +149,13 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"
     except TeacherError as exc:
-        trace.error, trace.error_kind, trace.stop_reason = str(exc), f"teacher_error:{exc.kind}", "error"
+        trace.error, trace.error_kind, trace.stop_reason = str(exc), exc.error_kind, "error"
     except Exception as exc:  # errors are data: one sample never crashes the run
         trace.error = f"sample {sample_index}: internal error {type(exc).__name__}: {exc}"
         trace.error_kind, trace.stop_reason = "internal_error", "error"
     trace.messages = convo.stored
     trace.images = convo.records
+    trace.teacher = _provenance(ctx, trace.teacher)
     trace.finished_at = datetime.now(timezone.utc)
     _score(trace)
     return trace
@@ -162,20 +169,35 @@ def _score(trace: Trace) -> None:
         trace.distance_km, trace.reward_score = score(prediction, (trace.ground_truth.lat, trace.ground_truth.lon))
 
 
+def _provenance(ctx: RolloutContext, info: TeacherInfo | None) -> TeacherInfo | None:
+    """The shared provenance plus what this client learnt about the server (profile, corrections)."""
+    inference = ctx.teacher.inference
+    if info is None or inference is None:
+        return info
+    return info.model_copy(update={
+        "profile": inference.profile.name, "param_corrections": list(ctx.teacher.corrections.notes),
+        "tool_style": ctx.settings.teacher.tool_style or inference.profile.dialect})
+
+
 async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: int, ctx: RolloutContext) -> None:
     settings = ctx.settings
-    native = settings.teacher.tool_style == "native"
+    profile = await ctx.teacher.server_profile()
+    native = (settings.teacher.tool_style or profile.dialect) == "native"
     specs = ctx.tool_specs
     convo.add(Message(role="system", content=prompts.SYSTEM_PROMPT))
     convo.add(Message(role="user", content=[
         ImagePart(ref=ref0),
-        TextPart(text=prompts.user_text(sample.clues, specs, settings.teacher.tool_style)),
+        TextPart(text=prompts.user_text(sample.clues, specs, "native" if native else "text")),
     ]))
     seed = rollout_seed(settings.generation.seed, trace.sample_index, trace.rollout_index)
     image_cap_hit = False
     for turn in range(1, settings.generation.max_turns + 1):
-        reply = await ctx.teacher.complete(convo.sent, settings.generation,
-                                           tools=specs if native else None, seed=seed)
+        try:
+            reply = await ctx.teacher.complete(convo.sent, settings.generation,
+                                               tools=specs if native else None, seed=seed)
+        except TeacherLimitReached as exc:
+            await _last_word(trace, convo, exc, ctx, tools=specs if native else None, seed=seed)
+            return
         _account(trace, reply)
         trace.num_turns = turn
         convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls,
@@ -191,6 +213,32 @@ async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: in
             continue
         image_cap_hit |= await _run_tools(trace, convo, calls, turn, ctx, native)
     trace.stop_reason = "image_limit" if image_cap_hit else "max_turns"
+
+
+async def _last_word(trace: Trace, convo: _Conversation, limit: TeacherLimitReached, ctx: RolloutContext,
+                     tools: list[dict[str, Any]] | None, seed: int | None) -> None:
+    """End a conversation the teacher cannot take further: ``stop_reason`` is the limit's kind.
+
+    When the refused request ended with tool images, one last request goes without them and
+    asks for the answer; the trace keeps that request (the images' texts, then the nudge) and
+    is scored from whatever the teacher said. If that is refused too, the conversation ends
+    where it was. Either way it is a finished, scored trace, not an error.
+    """
+    trace.stop_reason = limit.kind  # type: ignore[assignment]
+    last = convo.stored[-1] if convo.stored else None
+    if last is None or last.role != "user" or not last.image_refs() or len(convo.stored) <= 2:
+        return
+    convo.pop()
+    text = "\n".join(p.text for p in last.content if isinstance(p, TextPart))  # type: ignore[union-attr]
+    convo.add(Message(role="user", content=f"{text}\n\n(The images could not be sent.) {NUDGE}".lstrip()))
+    try:
+        reply = await ctx.teacher.complete(convo.sent, ctx.settings.generation, tools=tools, seed=seed)
+    except TeacherLimitReached:
+        return
+    _account(trace, reply)
+    trace.num_turns += 1
+    convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls, reasoning=reply.reasoning))
+    trace.final_answer = reply.content
 
 
 def _account(trace: Trace, reply: TeacherReply) -> None:
