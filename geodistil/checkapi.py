@@ -1,18 +1,27 @@
-"""``geodistil check-api``: is this endpoint a teacher geodistil can use?"""
+"""``geodistil check-api``: what is this endpoint, and how should geodistil talk to it?
+
+One image request with the tools, after reading what the server says about itself, and a
+report: the profile inferred (and why), whether the parameters were accepted or which the
+server refused, the dialect the reply's tool calls came in, whether reasoning came back, the
+context limit where the server tells it, and a one-line verdict with the flags to use.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from PIL import Image, ImageDraw
 
 from geodistil import prompts
-from geodistil.config import GenerationConfig, TeacherConfig, ToolsConfig
+from geodistil.config import GenerationConfig, TeacherConfig, ToolsConfig, redacted
 from geodistil.errors import GeodistilError
 from geodistil.images import image_data_url
+from geodistil.profiles import context_limit_in
 from geodistil.scoring import parse_answer
-from geodistil.teacher import TeacherClient
+from geodistil.teacher import TeacherClient, TeacherReply
 from geodistil.toolcalls import ToolCall, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import build_tools, openai_tool_specs
 
@@ -26,35 +35,99 @@ def _probe_image() -> Image.Image:
     return image
 
 
-async def check_api(base_url: str | None, model: str, tool_style: str = "text") -> dict[str, Any]:
-    """List models, send one image request with the tools, and report what came back."""
-    config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, max_retries=1, timeout_s=120)
+def reply_dialect(reply: TeacherReply) -> tuple[str, list[Any]]:
+    """The dialect the reply's tool calls came in, and the calls.
+
+    Where the dialect registry (``geodistil.dialects``) lands, this asks it to detect the
+    reply's dialect instead; today it tells the two forms ``geodistil.toolcalls`` reads apart.
+    """
+    if reply.tool_calls:
+        return "native", parse_native_tool_calls(reply.tool_calls)
+    calls = parse_text_tool_calls(reply.content)
+    return ("hermes" if calls else "none"), calls
+
+
+async def llama_cpp_context(base_url: str) -> int | None:
+    """llama.cpp's ``/props`` (at the server's root, beside ``/v1``) says the context it was started with."""
+    parts = urlsplit(base_url)
+    root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/").removesuffix("/v1"), "", ""))
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            props = (await http.get(f"{root}/props")).json()
+        value = props["default_generation_settings"]["n_ctx"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+async def check_api(base_url: str | None, model: str, tool_style: str | None = None,
+                    profile: str = "auto", generation: GenerationConfig | None = None,
+                    extra_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+                    ) -> dict[str, Any]:
+    """Ask the server what it is, send one image request with the tools, and report what came back."""
+    config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, profile=profile,  # type: ignore[arg-type]
+                           extra_body=extra_body, headers=headers or {}, max_retries=1, timeout_s=120)
+    generation = generation or GenerationConfig(max_tokens=1024)
     report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
+    if config.headers:
+        report["headers"] = redacted(config.headers)
     specs = openai_tool_specs(build_tools(ToolsConfig()))
     async with TeacherClient(config, max_connections=4) as client:
         try:
-            models = await client.list_models()
-            report["models"] = ", ".join(models[:10])
-            report["model_listed"] = model in models
+            listing = await client.models_listing()
+            ids = [m.get("id") for m in listing.get("data") or [] if isinstance(m, dict)]
+            report["models"] = ", ".join(map(str, ids[:10]))
+            report["model_listed"] = model in ids
+            server = await client.server_profile()
+            assert client.inference is not None
+            report["profile"] = f"{server.name} ({client.inference.why})"
+            context = context_limit_in(listing, model)
+            if server.name == "llama-cpp":
+                context = await llama_cpp_context(config.resolved_base_url()) or context
+            report["context_limit"] = context if context is not None else "not announced"
+            style = tool_style or server.dialect
+            native = style == "native"
             messages = [
                 {"role": "system", "content": prompts.SYSTEM_PROMPT},
                 {"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": image_data_url(_probe_image())}},
-                    {"type": "text", "text": prompts.user_text("A road sign is visible.", specs, tool_style)},
+                    {"type": "text", "text": prompts.user_text("A road sign is visible.", specs,
+                                                               "native" if native else "text")},
                 ]},
             ]
             start = time.perf_counter()
-            reply = await client.complete(messages, GenerationConfig(max_tokens=1024),
-                                          tools=specs if tool_style == "native" else None)
+            reply = await client.complete(messages, generation, tools=specs if native else None)
         except GeodistilError as exc:
             report["error"] = str(exc)
+            report["verdict"] = f"not usable: {exc}"
             return report
-    calls = parse_native_tool_calls(reply.tool_calls) if reply.tool_calls else parse_text_tool_calls(reply.content)
+    dialect, calls = reply_dialect(reply)
+    corrections = client.corrections.notes
     report["latency_s"] = round(time.perf_counter() - start, 3)
+    report["parameters"] = "accepted" if not corrections else "corrected: " + "; ".join(corrections)
+    report["tool_style_sent"] = style
+    report["reply_dialect"] = dialect
     report["tool_call_format"] = bool(calls) and all(isinstance(c, ToolCall) for c in calls)
     report["tool_calls"] = ", ".join(getattr(c, "name", "?") or "?" for c in calls)
+    report["reasoning_returned"] = bool(reply.reasoning)
     report["boxed_answer_parsed"] = parse_answer(reply.content) is not None
     report["prompt_tokens"] = reply.usage.prompt_tokens
     report["completion_tokens"] = reply.usage.completion_tokens
     report["ok"] = report["tool_call_format"] or report["boxed_answer_parsed"]
+    report["verdict"] = _verdict(report, config, server.name, style, dialect)
     return report
+
+
+def _verdict(report: dict[str, Any], config: TeacherConfig, profile: str, style: str, dialect: str) -> str:
+    if not report["ok"]:
+        return ("not usable yet: the reply had neither a tool call nor a \\boxed{} answer; try another "
+                "--tool-style, or a model that follows tool prompts")
+    if any("max_completion_tokens" in note for note in report["parameters"].split("; ")):
+        profile = "openai-reasoning"  # the server wants OpenAI's reasoning-model parameters
+    flags = f"--base-url {config.resolved_base_url()} --model {config.model} --teacher-profile {profile}"
+    if dialect in ("hermes", "native") and dialect != style:
+        style = dialect  # the model answered in another dialect than the one offered: use what it speaks
+    flags += f" --tool-style {style}"
+    if report["parameters"] != "accepted":
+        flags += "  (the refused parameters are corrected automatically)"
+    return f"usable: geodistil run {flags}"

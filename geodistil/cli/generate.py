@@ -237,16 +237,35 @@ def _print_summary(summary: dict) -> None:
 def check_api(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)"),
     model: str = typer.Option(..., help="model name"),
-    tool_style: str = typer.Option("text", help="text or native tool calls"),
+    teacher_profile: str = typer.Option("auto", help="auto | vllm | sglang | openai | openai-reasoning | gemini | "
+                                                     "llama-cpp"),
+    tool_style: Optional[str] = typer.Option(None, help="hermes or native; default: the profile's"),
+    max_tokens: Optional[int] = typer.Option(None, min=1, help="completion tokens for the probe (default 1024)"),
+    extra_body: Optional[str] = typer.Option(None, help="JSON object of more request parameters"),
+    header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable)"),
 ) -> None:
-    """Check a teacher endpoint: models, one image request with tools, format of the reply."""
-    from geodistil.checkapi import check_api as run_check
+    """Check a teacher endpoint: what server it is, one image request with tools, what came back, the flags to use."""
+    from pydantic import ValidationError
 
-    report = asyncio.run(run_check(base_url, model, tool_style))
+    from geodistil.checkapi import check_api as run_check
+    from geodistil.cli.runfile import secret_headers_to_env
+    from geodistil.config import GenerationConfig
+
+    try:
+        report = asyncio.run(run_check(base_url, model, tool_style, teacher_profile,
+                                       GenerationConfig(max_tokens=max_tokens or 1024),
+                                       _json_object("--extra-body", extra_body),
+                                       secret_headers_to_env(_headers(header) or {})))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]")
+        raise typer.Exit(2) from None
     table = Table(title="teacher check", show_header=False)
     for key, value in report.items():
-        table.add_row(key, str(value))
+        if key != "verdict":
+            table.add_row(key, str(value))
     console.print(table)
+    console.print(report["verdict"], soft_wrap=True)
     if not report.get("ok"):
         raise typer.Exit(1)
 
