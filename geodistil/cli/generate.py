@@ -131,12 +131,12 @@ def run(
         try:
             params = run_params(config, flags)
         except ConfigError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
         summary, failure = _run_with_progress(params)
     _print_summary(summary)
     if failure:  # samples failed after retries, or the run stopped; the flow wrote every trace and the summary
-        console.print(f"[red]{failure}[/red]")
+        console.print(f"[red]{failure}[/red]", soft_wrap=True)
         if not summary.get("stopped"):
             console.print("run the same command again to generate only the failed samples")
         raise typer.Exit(1)

@@ -72,10 +72,14 @@ def secret_headers_to_env(headers: dict[str, str]) -> dict[str, str]:
     return out
 
 
+_SECTION_OF = {"TeacherConfig": "teacher", "GenerationConfig": "generation", "ToolsConfig": "tools",
+               "ImageConfig": "image", "SampleRange": "samples", "DatasetSpec": "dataset"}
+
+
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{exc.title} {where}: {error['msg']}"
+    where = ".".join(str(p) for p in (_SECTION_OF.get(exc.title, exc.title), *error["loc"]))
+    return f"{where}: {error['msg']}"
 
 
 def run_params(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
