@@ -62,11 +62,12 @@ async def llama_cpp_context(base_url: str) -> int | None:
 
 async def check_api(base_url: str | None, model: str, tool_style: str | None = None,
                     profile: str = "auto", generation: GenerationConfig | None = None,
-                    extra_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-                    ) -> dict[str, Any]:
+                    extra_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                    api_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:
     """Ask the server what it is, send one image request with the tools, and report what came back."""
     config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, profile=profile,  # type: ignore[arg-type]
-                           extra_body=extra_body, headers=headers or {}, max_retries=1, timeout_s=120)
+                           extra_body=extra_body, headers=headers or {}, api_key_env=api_key_env,
+                           max_retries=1, timeout_s=120)
     generation = generation or GenerationConfig(max_tokens=1024)
     report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
     if config.headers:
@@ -128,6 +129,8 @@ def _verdict(report: dict[str, Any], config: TeacherConfig, profile: str, style:
     if dialect in ("hermes", "native") and dialect != style:
         style = dialect  # the model answered in another dialect than the one offered: use what it speaks
     flags += f" --tool-style {style}"
+    if config.api_key_env != "OPENAI_API_KEY":
+        flags += f" --api-key-env {config.api_key_env}"
     if report["parameters"] != "accepted":
         flags += "  (the refused parameters are corrected automatically)"
     return f"usable: geodistil run {flags}"

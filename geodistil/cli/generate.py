@@ -76,6 +76,8 @@ def run(
     output: Optional[str] = typer.Option(None, help="trace folder or s3://bucket/prefix"),
     base_url: Optional[str] = typer.Option(None, help="teacher base URL (default $OPENAI_BASE_URL)"),
     model: Optional[str] = typer.Option(None, help="teacher model name"),
+    api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key "
+                                                         "(default OPENAI_API_KEY)"),
     teacher_profile: Optional[str] = typer.Option(
         None, help="auto | vllm | sglang | openai | openai-reasoning | gemini | llama-cpp: the request parameters"),
     tool_style: Optional[str] = typer.Option(None, help="hermes (text <tool_call>) or native (OpenAI tool calls); "
@@ -113,7 +115,8 @@ def run(
     flags = {
         "dataset": dataset, "output": output, "chunk_size": chunk_size, "refresh": refresh or None,
         "samples.start": start, "samples.num_samples": num_samples,
-        "teacher.base_url": base_url, "teacher.model": model, "teacher.profile": teacher_profile,
+        "teacher.base_url": base_url, "teacher.model": model, "teacher.api_key_env": api_key_env,
+        "teacher.profile": teacher_profile,
         "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
         "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
         "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
@@ -237,6 +240,7 @@ def _print_summary(summary: dict) -> None:
 def check_api(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)"),
     model: str = typer.Option(..., help="model name"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="environment variable holding the API key"),
     teacher_profile: str = typer.Option("auto", help="auto | vllm | sglang | openai | openai-reasoning | gemini | "
                                                      "llama-cpp"),
     tool_style: Optional[str] = typer.Option(None, help="hermes or native; default: the profile's"),
@@ -255,7 +259,7 @@ def check_api(
         report = asyncio.run(run_check(base_url, model, tool_style, teacher_profile,
                                        GenerationConfig(max_tokens=max_tokens or 1024),
                                        _json_object("--extra-body", extra_body),
-                                       secret_headers_to_env(_headers(header) or {})))
+                                       secret_headers_to_env(_headers(header) or {}), api_key_env))
     except ValidationError as exc:
         error = exc.errors()[0]
         console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]")
