@@ -53,13 +53,16 @@ class ToolError(GeodistilError):
 
 
 class TeacherError(GeodistilError):
-    """``kind`` details the failure (``http_503``, ``timeout``, ...); ``error_kind`` is what a trace records."""
+    """``kind`` details the failure (``http_503``, ``timeout``, ...); ``error_kind`` is what a trace records.
+    ``requests`` and ``retries`` count what the failed call sent, for the trace's usage."""
 
     family = "teacher_error"
 
     def __init__(self, message: str, kind: str = "teacher_error") -> None:
         super().__init__(message)
         self.kind = kind
+        self.requests = 0
+        self.retries = 0
 
     @property
     def error_kind(self) -> str:

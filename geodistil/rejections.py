@@ -6,7 +6,8 @@ the phrasings of the servers geodistil distils from (each pattern names its sour
 
 Shapes read: OpenAI ``{"error": {"message", "type", "param", "code"}}`` (also vLLM >= 0.10,
 llama.cpp, llama-cpp-python), the older vLLM / SGLang ``{"object": "error", "message", ...}``,
-Gemini's list ``[{"error": {"code", "message", "status"}}]``, and plain text.
+Gemini's list ``[{"error": {"code", "message", "status"}}]``, and plain text. The bodies
+each server sends, with their sources, are collected in ``docs/teacher-errors.md``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ _CONTEXT = [re.compile(p, re.IGNORECASE) for p in (
     r"context[ _]length[ _]exceeded",  # OpenAI's code, as some proxies put it in the message
     r"longer than the (?:model's )?(?:maximum )?(?:context|model) length",  # SGLang; vLLM "maximum model length"
     r"exceeds? the available context size",  # llama.cpp server
+    r"larger than the max context size",  # llama.cpp server, a batch it cannot split
     r"exceed_context_size_error",  # llama.cpp server's error type
+    r"model's context length is only \d+",  # vLLM's renderer check (newer releases)
     r"input token count .*exceeds the maximum number of tokens",  # Gemini
     r"(?:prompt|input) is too long",  # Anthropic-style gateways, SGLang's "input length too long"
 )]
 _IMAGES = [re.compile(p, re.IGNORECASE) for p in (
     r"at most \d+ image\(s\) may be provided",  # vLLM --limit-mm-per-prompt
+    r"image count \d+ exceeds limit",  # SGLang --limit-mm-data-per-request
     r"too many images",
 )]
+_AUTH = re.compile(r"API_KEY_INVALID|api key not valid|invalid api key|incorrect api key", re.IGNORECASE)
 # an unsupported parameter named in the message, when no ``param`` field says it
 _PARAM_IN_MESSAGE = [re.compile(p) for p in (
     r"Unsupported parameter: '(\w+)'",  # OpenAI (also in the message of code unsupported_parameter)
@@ -49,7 +54,8 @@ class Rejection:
 
 
 def _error_fields(body: Any) -> tuple[str, str, str | None]:
-    """(message, code-or-type, param) from any of the shapes in the module docstring."""
+    """(message, code-or-type, param) from any of the shapes in the module docstring; Gemini's
+    ``details`` go into the code (its bad-key reason is only there)."""
     if isinstance(body, list) and body:
         body = body[0]
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -58,6 +64,8 @@ def _error_fields(body: Any) -> tuple[str, str, str | None]:
         return (str(body) if body is not None else ""), "", None
     message = body.get("message")
     code = " ".join(str(body.get(k)) for k in ("code", "type", "status") if body.get(k) is not None)
+    if body.get("details") is not None:
+        code += " " + json.dumps(body["details"])
     param = body.get("param")
     return (message if isinstance(message, str) else json.dumps(body)), code, (param if isinstance(param, str) else None)
 
@@ -66,7 +74,7 @@ def read_rejection(status: int, body: Any) -> Rejection:
     """What a 4xx answer with this (parsed JSON, or text) body means."""
     message, code, param = _error_fields(body)
     text = f"{message} {code}"
-    if status in (401, 403):
+    if status in (401, 403) or _AUTH.search(text):  # Gemini says a bad key with 400
         return Rejection("auth", message)
     if "context_length_exceeded" in code or any(p.search(text) for p in _CONTEXT):
         return Rejection("context_length", message)

@@ -149,6 +149,7 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"
     except TeacherError as exc:
+        _account_failure(trace, exc)
         trace.error, trace.error_kind, trace.stop_reason = str(exc), exc.error_kind, "error"
     except Exception as exc:  # errors are data: one sample never crashes the run
         trace.error = f"sample {sample_index}: internal error {type(exc).__name__}: {exc}"
@@ -225,6 +226,7 @@ async def _last_word(trace: Trace, convo: _Conversation, limit: TeacherLimitReac
     where it was. Either way it is a finished, scored trace, not an error.
     """
     trace.stop_reason = limit.kind  # type: ignore[assignment]
+    _account_failure(trace, limit)
     last = convo.stored[-1] if convo.stored else None
     if last is None or last.role != "user" or not last.image_refs() or len(convo.stored) <= 2:
         return
@@ -233,12 +235,19 @@ async def _last_word(trace: Trace, convo: _Conversation, limit: TeacherLimitReac
     convo.add(Message(role="user", content=f"{text}\n\n(The images could not be sent.) {NUDGE}".lstrip()))
     try:
         reply = await ctx.teacher.complete(convo.sent, ctx.settings.generation, tools=tools, seed=seed)
-    except TeacherLimitReached:
+    except TeacherLimitReached as again:
+        _account_failure(trace, again)
         return
     _account(trace, reply)
     trace.num_turns += 1
     convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls, reasoning=reply.reasoning))
     trace.final_answer = reply.content
+
+
+def _account_failure(trace: Trace, exc: TeacherError) -> None:
+    """Count the requests a failed call sent: every request the teacher got is in the usage."""
+    trace.usage.requests += exc.requests
+    trace.usage.retries += exc.retries
 
 
 def _account(trace: Trace, reply: TeacherReply) -> None:

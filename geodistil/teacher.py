@@ -274,10 +274,20 @@ class TeacherClient:
     async def _complete(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
                         generation: GenerationConfig, tools: list[dict[str, Any]] | None,
                         seed: int | None) -> TeacherReply:
+        counts = {"attempt": 0, "corrected": 0}
+        try:
+            return await self._send(profile, messages, generation, tools, seed, counts)
+        except TeacherError as exc:
+            exc.requests, exc.retries = counts["attempt"] + counts["corrected"] + 1, counts["attempt"]
+            raise
+
+    async def _send(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
+                    generation: GenerationConfig, tools: list[dict[str, Any]] | None, seed: int | None,
+                    counts: dict[str, int]) -> TeacherReply:
         encoded = bytes(messages if isinstance(messages, EncodedMessages) else EncodedMessages(messages))
         errors: list[str] = []
-        attempt = corrected = 0
         while True:
+            attempt = counts["attempt"]
             params = self.request_params(profile, generation, seed)
             head: dict[str, Any] = {"model": self.config.model, **params}
             if tools:
@@ -296,7 +306,7 @@ class TeacherClient:
                 if status not in RETRYABLE_STATUS:
                     rejection = read_rejection(status, _body_of(exc.response))
                     if self.corrections.learn(rejection, params):
-                        corrected += 1
+                        counts["corrected"] += 1
                         continue
                     raise rejected(status, rejection) from exc
                 errors.append(f"HTTP {status}")
@@ -305,7 +315,7 @@ class TeacherClient:
                                        kind=f"http_{status}") from exc
                 delay = _retry_after_s(exc)
                 await asyncio.sleep(delay if delay is not None else self._backoff_s(attempt))
-                attempt += 1
+                counts["attempt"] += 1
                 continue
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
@@ -313,14 +323,14 @@ class TeacherClient:
                 if attempt == self.config.max_retries:
                     raise TeacherError(f"teacher {kind} after {attempt + 1} attempts", kind=kind) from exc
                 await asyncio.sleep(self._backoff_s(attempt))
-                attempt += 1
+                counts["attempt"] += 1
                 continue
             except openai.OpenAIError as exc:
                 raise TeacherError(f"teacher request failed: {exc}") from exc
             except ValueError as exc:
                 raise TeacherError(f"teacher answered something that is not JSON: {exc}", kind="bad_response") from exc
             reply = self._reply(data, time.perf_counter() - start, attempt, errors)
-            reply.usage.requests += corrected
+            reply.usage.requests += counts["corrected"]
             return reply
 
     @staticmethod

@@ -43,6 +43,32 @@ def test_auto_talks_to_each_emulated_server_with_parameters_it_accepts(dataset, 
     assert stats["tool_calls"] == 3
 
 
+@pytest.mark.parametrize("profile", ["vllm", "sglang", "openai", "openai-reasoning", "gemini", "llama-cpp"])
+def test_each_emulated_servers_context_overflow_ends_the_conversation(dataset, tmp_path, profile):
+    # the opening request alone is over the limit: nothing to leave out, the conversation ends there
+    with SimServer(SimConfig(port=0, profile=profile, max_context_tokens=500, seed=7)) as server:
+        settings = RolloutSettings(teacher=TeacherConfig(base_url=server.base_url, model="m", profile=profile,
+                                                         timeout_s=20))
+        asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=str(tmp_path)), settings,
+                             SampleRange(num_samples=2)))
+        stats = server.stats()
+    done = [t for _, t in TraceStore(str(tmp_path)).iter_traces()]
+    assert [(t.stop_reason, t.error_kind, t.usage.requests) for t in done] == [("context_length", None, 1)] * 2
+    assert stats["requests"] == stats["context_length"] == 2
+
+
+@pytest.mark.parametrize("profile", ["vllm", "llama-cpp", "openai", "gemini"])
+def test_each_emulated_servers_answer_to_a_wrong_key_is_an_auth_error(dataset, tmp_path, profile, monkeypatch):
+    monkeypatch.setenv("SIM_KEY", "wrong")
+    with SimServer(SimConfig(port=0, profile=profile, api_key="right")) as server:
+        settings = RolloutSettings(teacher=TeacherConfig(base_url=server.base_url, model="m", profile=profile,
+                                                         api_key_env="SIM_KEY", timeout_s=20))
+        asyncio.run(generate(DatasetSpec(path=dataset), StorageSpec(url=str(tmp_path)), settings,
+                             SampleRange(num_samples=1)))
+    (_, trace), = TraceStore(str(tmp_path)).iter_traces()
+    assert trace.error_kind.startswith("teacher_auth:")
+
+
 def test_the_emulated_vllm_announces_its_context_limit_and_owner():
     with SimServer(SimConfig(port=0, profile="vllm", max_context_tokens=8192)) as server:
         entry = httpx.get(f"{server.base_url}/models").json()["data"][0]

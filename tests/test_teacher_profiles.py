@@ -74,13 +74,26 @@ def test_auto_reads_the_context_limit_vllm_announces():
                                   "n_ctx": 4096}}),
     ("gemini", 400, [{"error": {"code": 400, "message": "The input token count (1200000) exceeds the maximum "
                                 "number of tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}]),
+    ("vllm max_tokens", 400, {"error": {"message": "'max_tokens' or 'max_completion_tokens' is too large: 2048. This "
+                                        "model's maximum context length is 4096 tokens and your request has 3000 "
+                                        "input tokens (2048 > 4096 - 3000). (parameter=max_tokens, value=2048)",
+                                        "type": "BadRequestError", "param": "max_tokens", "code": 400}}),
+    ("vllm renderer", 400, {"error": {"message": "You passed 5000 input tokens and requested 100 output tokens. "
+                                      "However, the model's context length is only 4096 tokens, resulting in a "
+                                      "maximum input length of 3996 tokens.", "type": "BadRequestError",
+                                      "param": "input_tokens", "code": 400}}),
+    ("llama.cpp unsplittable", 400, {"error": {"code": 400, "message": "input (5000 tokens) is larger than the max "
+                                               "context size (4096 tokens). skipping"}}),
 ])
 def test_every_servers_context_overflow_reads_as_context_length(server, status, body):
     assert read_rejection(status, body).kind == "context_length", server
 
 
-def test_vllms_image_limit_reads_as_image_limit():
-    body = {"error": {"message": "At most 1 image(s) may be provided in one prompt.", "type": "BadRequestError"}}
+@pytest.mark.parametrize("body", [
+    {"error": {"message": "At most 1 image(s) may be provided in one prompt.", "type": "BadRequestError"}},
+    {"object": "error", "message": "Image count 3 exceeds limit 2 per request.", "type": "BadRequestError"},
+])
+def test_vllms_and_sglangs_image_limits_read_as_image_limit(body):
     assert read_rejection(400, body).kind == "image_limit"
 
 
@@ -103,6 +116,12 @@ def test_a_refused_parameter_is_named(body, kind, param):
 
 def test_401_reads_as_auth_whatever_the_body():
     assert read_rejection(401, {"error": "Unauthorized"}).kind == "auth"
+
+
+def test_geminis_bad_key_reads_as_auth_though_it_is_a_400():
+    body = [{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                       "status": "INVALID_ARGUMENT", "details": [{"reason": "API_KEY_INVALID"}]}}]
+    assert read_rejection(400, body).kind == "auth"
 
 
 def test_an_unknown_model_reads_as_not_found():

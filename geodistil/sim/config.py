@@ -40,7 +40,8 @@ class SimConfig(BaseModel):
         None, ge=1, description="context limit (estimated prompt tokens, plus max tokens where the server counts "
                                 "them), answered with the profile's 400")
     max_images_per_prompt: int | None = Field(
-        None, ge=0, description="images per request (vLLM's --limit-mm-per-prompt), answered with vLLM's 400")
+        None, ge=0, description="images per request (vLLM's --limit-mm-per-prompt, SGLang's "
+                              "--limit-mm-data-per-request), answered with that server's 400")
     api_key: str | None = Field(None, description="answer 401 unless the request carries this bearer key")
     reasoning: bool = Field(False, description="return a reasoning field where the profile's server has one")
     tool_calls: int | None = Field(

@@ -4,15 +4,18 @@ What each real server does, and where that behaviour comes from:
 
 | profile | refuses (400, in its shape) | context limit message | images | reasoning field | ``/v1/models`` |
 | --- | --- | --- | --- | --- | --- |
-| ``vllm`` | nothing (unknown fields are ignored with a warning: ``vllm/entrypoints/openai/protocol.py``) | "This model's maximum context length is N tokens. However, you requested ..." (``serving_engine.py``) | "At most N image(s) may be provided in one prompt." (``--limit-mm-per-prompt``, ``entrypoints/chat_utils.py``) | ``reasoning_content`` (``--reasoning-parser``) | ``owned_by: "vllm"``, ``max_model_len`` |
-| ``sglang`` | nothing | "Requested token count exceeds the model's maximum context length of N tokens. ..." (``serving_chat.py``), ``{"object": "error", ...}`` | no per-prompt limit | ``reasoning_content`` | ``owned_by: "sglang"``, ``max_model_len`` |
+| ``vllm`` | nothing (unknown fields are ignored with a warning: ``vllm/entrypoints/openai/protocol.py``) | prompt alone: "This model's maximum context length is N tokens. However, your request has T input tokens. ..."; with the completion: "'max_tokens' or 'max_completion_tokens' is too large: M. ..." (``param: "max_tokens"``!), ``engine/serving.py`` ``_validate_input`` | "At most N image(s) may be provided in one prompt." (``--limit-mm-per-prompt``, the multimodal processor's ``validate_num_items``) | ``reasoning_content`` (``--reasoning-parser``) | ``owned_by: "vllm"``, ``max_model_len`` |
+| ``sglang`` | nothing | "The input (T tokens) is longer than the model's context length (N tokens)." / "Requested token count exceeds the model's maximum context length of N tokens. ..." (``tokenizer_manager.py`` ``_validate_one_request``), flat ``{"object": "error", ...}`` | "Image count n exceeds limit L per request." (``--limit-mm-data-per-request``) | ``reasoning_content`` | ``owned_by: "sglang"``, ``max_model_len`` |
 | ``openai`` | ``reasoning_effort`` (``unsupported_parameter``); vLLM's extras: "Unrecognized request argument supplied: top_k" | code ``context_length_exceeded``, "This model's maximum context length is N tokens. However, your messages resulted in M tokens." | no limit emulated | none in chat completions | ``owned_by: "system"`` |
 | ``openai-reasoning`` | ``max_tokens`` (``unsupported_parameter``, "Use 'max_completion_tokens' instead."), ``temperature`` / ``top_p`` other than 1 (``unsupported_value``), vLLM's extras | as ``openai`` | no limit emulated | none (reasoning is hidden) | ``owned_by: "system"`` |
 | ``gemini`` | vLLM's extras: 'Invalid JSON payload received. Unknown name "top_k"' (Google's list-wrapped error, ``status: INVALID_ARGUMENT``) | "The input token count (M) exceeds the maximum number of tokens allowed (N)." | no limit emulated | none | ``owned_by: "google"`` |
 | ``llama-cpp`` | nothing (unknown fields are ignored: ``tools/server/README.md``) | type ``exceed_context_size_error``, "the request exceeds the available context size, try increasing it", with ``n_prompt_tokens`` and ``n_ctx`` | no limit emulated | ``reasoning_content`` (``--reasoning-format``) | ``owned_by: "llamacpp"``, ``meta.n_ctx_train``; ``/props`` has ``default_generation_settings.n_ctx`` |
 
-The OpenAI rows follow the error bodies OpenAI's API returns (its reasoning guide and error
-codes page); Gemini's its OpenAI-compatibility page. Without a profile the simulator accepts
+A wrong key (``--api-key``) is answered as each server does: vLLM and SGLang 401
+``{"error": "Unauthorized"}``, llama.cpp 401 ``authentication_error``, OpenAI 401
+``invalid_api_key``, Gemini **400** with reason ``API_KEY_INVALID``. The OpenAI and Gemini
+rows follow bodies users quoted from those closed servers; every body and its source is in
+``docs/teacher-errors.md``. Without a profile the simulator accepts
 everything and answers its limits in vLLM's words. Token counts are the simulator's own
 estimate (characters / 4, ``IMAGE_TOKENS`` per image), as in its ``usage``.
 """
@@ -64,6 +67,7 @@ class Emulation:
 
     def context_error(self, prompt: int, completion: int, limit: int) -> Any:
         total = prompt + completion
+        alone = prompt >= limit  # the prompt alone does not fit, whatever the completion
         if self.profile in ("openai", "openai-reasoning"):
             return _openai_error(f"This model's maximum context length is {limit} tokens. However, your messages "
                                  f"resulted in {prompt} tokens. Please reduce the length of the messages.",
@@ -77,24 +81,42 @@ class Emulation:
                               "n_ctx": limit,
                               "message": "the request exceeds the available context size, try increasing it"}}
         if self.profile == "sglang":
-            return {"object": "error", "type": "BadRequestError", "param": None, "code": 400, "message":
-                    f"Requested token count exceeds the model's maximum context length of {limit} tokens. You "
-                    f"requested a total of {total} tokens: {prompt} tokens from the input messages and "
-                    f"{completion} tokens for the completion. Please reduce the number of tokens in the input "
-                    "messages or the completion to fit within the limit."}
-        return {"error": {"type": "BadRequestError", "param": None, "code": 400, "message":
-                          f"This model's maximum context length is {limit} tokens. However, you requested {total} "
-                          f"tokens ({prompt} in the messages, {completion} in the completion). Please reduce the "
-                          "length of the messages or completion."}}
+            message = (f"The input ({prompt} tokens) is longer than the model's context length ({limit} tokens)."
+                       if alone else
+                       f"Requested token count exceeds the model's maximum context length of {limit} tokens. You "
+                       f"requested a total of {total} tokens: {prompt} tokens from the input messages and "
+                       f"{completion} tokens for the completion. Please reduce the number of tokens in the input "
+                       "messages or the completion to fit within the limit.")
+            return {"object": "error", "type": "BadRequestError", "param": None, "code": 400, "message": message}
+        if alone:
+            return {"error": {"type": "BadRequestError", "param": "input_tokens", "code": 400, "message":
+                              f"This model's maximum context length is {limit} tokens. However, your request has "
+                              f"{prompt} input tokens. Please reduce the length of the input messages. "
+                              f"(parameter=input_tokens, value={prompt})"}}
+        return {"error": {"type": "BadRequestError", "param": "max_tokens", "code": 400, "message":
+                          f"'max_tokens' or 'max_completion_tokens' is too large: {completion}. This model's "
+                          f"maximum context length is {limit} tokens and your request has {prompt} input tokens "
+                          f"({completion} > {limit} - {prompt}). (parameter=max_tokens, value={completion})"}}
 
-    def image_error(self, limit: int) -> Any:
+    def image_error(self, count: int, limit: int) -> Any:
+        if self.profile == "sglang":
+            return {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                    "message": f"Image count {count} exceeds limit {limit} per request."}
         return {"error": {"type": "BadRequestError", "param": None, "code": 400,
                           "message": f"At most {limit} image(s) may be provided in one prompt."}}
 
-    def auth_error(self) -> Any:
+    def auth_error(self) -> tuple[int, Any]:
+        """Status and body for a wrong or missing key."""
         if self.profile in ("vllm", "sglang", None):
-            return {"error": "Unauthorized"}  # vLLM's --api-key middleware
-        return _openai_error("Incorrect API key provided.", None, "invalid_api_key")
+            return 401, {"error": "Unauthorized"}  # their --api-key middleware
+        if self.profile == "llama-cpp":
+            return 401, {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}
+        if self.profile == "gemini":
+            return 400, [{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                                    "status": "INVALID_ARGUMENT", "details": [
+                                        {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                         "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}]
+        return 401, _openai_error("Incorrect API key provided: wr***ng.", None, "invalid_api_key")
 
     def model_entry(self, model: str, context: int | None) -> dict[str, Any]:
         entry: dict[str, Any] = {"id": model, "object": "model", "created": 0, "owned_by": self.owned_by}
@@ -108,7 +130,7 @@ class Emulation:
 EMULATIONS: dict[str | None, Emulation] = {e.profile: e for e in (
     Emulation(None, "geodistil-sim", "text", "reasoning_content", image_limit=True),
     Emulation("vllm", "vllm", "text", "reasoning_content", image_limit=True),
-    Emulation("sglang", "sglang", "text", "reasoning_content"),
+    Emulation("sglang", "sglang", "text", "reasoning_content", image_limit=True),
     Emulation("openai", "system", "native", None),
     Emulation("openai-reasoning", "system", "native", None),
     Emulation("gemini", "google", "native", None),

@@ -121,7 +121,8 @@ class _Sim:
             return _error(500, "simulated server error", "server_error")
         if c.api_key is not None and request.headers.get("authorization") != f"Bearer {c.api_key}":
             s["unauthorized"] += 1
-            return JSONResponse(self.emulation.auth_error(), 401)
+            status, refusal = self.emulation.auth_error()
+            return JSONResponse(refusal, status)
         try:
             body = json.loads(raw)
             if isinstance(body, dict) and body.get("stream"):
@@ -148,7 +149,7 @@ class _Sim:
             return JSONResponse(refusal, 400)
         if c.max_images_per_prompt is not None and len(conv.image_urls) > c.max_images_per_prompt:
             s["image_limit"] += 1
-            return JSONResponse(e.image_error(c.max_images_per_prompt), 400)
+            return JSONResponse(e.image_error(len(conv.image_urls), c.max_images_per_prompt), 400)
         if c.max_context_tokens is not None:
             prompt = _prompt_tokens(conv)
             requested = body.get("max_completion_tokens") or body.get("max_tokens") or 0
