@@ -247,6 +247,7 @@ def check_api(
     max_tokens: Optional[int] = typer.Option(None, min=1, help="completion tokens for the probe (default 1024)"),
     extra_body: Optional[str] = typer.Option(None, help="JSON object of more request parameters"),
     header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
 ) -> None:
     """Check a teacher endpoint: what server it is, one image request with tools, what came back, the flags to use."""
     from pydantic import ValidationError
@@ -264,12 +265,15 @@ def check_api(
         error = exc.errors()[0]
         console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]")
         raise typer.Exit(2) from None
-    table = Table(title="teacher check", show_header=False)
-    for key, value in report.items():
-        if key != "verdict":
-            table.add_row(key, str(value))
-    console.print(table)
-    console.print(report["verdict"], soft_wrap=True)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        table = Table(title="teacher check", show_header=False)
+        for key, value in report.items():
+            if key != "verdict":
+                table.add_row(key, str(value))
+        console.print(table)
+        console.print(report["verdict"], soft_wrap=True)
     if not report.get("ok"):
         raise typer.Exit(1)
 
