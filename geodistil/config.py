@@ -21,12 +21,28 @@ from geodistil.errors import ConfigError
 from geodistil.profiles import OPTIONAL, PROFILE_CHOICES
 
 ENV_PREFIX = "env:"
-_SECRET_NAME = re.compile(r"authorization|key|token|secret|password|cookie", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie", re.IGNORECASE)
 
 
 def looks_secret(name: str) -> bool:
-    """A header or body field whose value must never be shown (Authorization, *key*, *token*, ...)."""
+    """A header or body field whose value must never be shown (Authorization, *key*, *token*, ...;
+    not ``max_tokens``, a count)."""
     return bool(_SECRET_NAME.search(name))
+
+
+def _resolve_env(where: str, value: Any) -> Any:
+    if not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+        return value
+    variable = value.removeprefix(ENV_PREFIX)
+    if variable not in os.environ:
+        raise ConfigError(f"{where}: environment variable {variable} is not set")
+    return os.environ[variable]
+
+
+def _no_literal_secrets(where: str, mapping: dict[str, Any] | None) -> None:
+    for name, value in (mapping or {}).items():
+        if looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+            raise ValueError(f"{where} {name} looks secret: give its value as env:VARIABLE, never literally")
 
 
 def redacted(mapping: dict[str, Any] | None) -> dict[str, Any]:
@@ -64,33 +80,35 @@ class TeacherConfig(_Model):
         None, description="tool-call dialect: hermes (or text): <tool_call> JSON in the reply (Qwen); "
                           "native: OpenAI tools; default: the server profile's")
     extra_body: dict[str, Any] | None = Field(
-        None, description="more request parameters, sent as they are (e.g. {'chat_template_kwargs': ...})")
+        None, description="more request parameters, sent as they are (e.g. {'chat_template_kwargs': ...}); "
+                          "a secret-looking one must be 'env:VARIABLE', read when the request is built")
     headers: dict[str, str] = Field(
         default_factory=dict, description="extra HTTP headers; a secret-looking one (Authorization, *key*, "
                                           "*token*, *secret*) must be 'env:VARIABLE', read when the client is built")
 
     @field_validator("headers")
     @classmethod
-    def _no_literal_secrets(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if looks_secret(name) and not value.startswith(ENV_PREFIX):
-                raise ValueError(f"header {name} looks secret: give its value as env:VARIABLE, never literally")
+    def _headers_hold_no_secret(cls, headers: dict[str, str]) -> dict[str, str]:
+        _no_literal_secrets("header", headers)
         return headers
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_holds_no_secret(cls, extra_body: dict[str, Any] | None) -> dict[str, Any] | None:
+        _no_literal_secrets("extra_body field", extra_body)
+        return extra_body
 
     def resolved_base_url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
 
     def resolved_headers(self) -> dict[str, str]:
         """The headers to send, ``env:`` values read from the environment now."""
-        resolved = {}
-        for name, value in self.headers.items():
-            if value.startswith(ENV_PREFIX):
-                variable = value.removeprefix(ENV_PREFIX)
-                if variable not in os.environ:
-                    raise ConfigError(f"header {name}: environment variable {variable} is not set")
-                value = os.environ[variable]
-            resolved[name] = value
-        return resolved
+        return {name: _resolve_env(f"header {name}", value) for name, value in self.headers.items()}
+
+    def resolved_extra_body(self) -> dict[str, Any]:
+        """``extra_body`` to send, ``env:`` values of secret-looking fields read from the environment now."""
+        return {name: _resolve_env(f"extra_body field {name}", value) if looks_secret(name) else value
+                for name, value in (self.extra_body or {}).items()}
 
     def api_key(self) -> str:
         # servers such as vLLM accept any key; the openai client insists on one

@@ -244,7 +244,7 @@ class TeacherClient:
         params = profile.params(max_tokens=generation.max_tokens, temperature=generation.temperature,
                                 top_p=generation.top_p, seed=seed,
                                 optional={k: v for k, v in optional.items() if k in profile.optional})
-        params.update(self.config.extra_body or {})
+        params.update(self.config.resolved_extra_body())
         return self.corrections.apply(params)
 
     def _backoff_s(self, attempt: int) -> float:

@@ -1,7 +1,5 @@
 """``geodistil run``'s settings: the run file, the flags over it, the models' defaults under both."""
 
-import json
-import os
 import subprocess
 import sys
 
@@ -69,13 +67,20 @@ def test_a_bad_value_is_named_in_one_line(run_file):
 
 
 def test_a_literal_secret_header_reaches_the_environment_but_no_parameter(monkeypatch):
-    monkeypatch.delenv("GEODISTIL_HEADER_X_API_KEY", raising=False)
+    monkeypatch.setenv("GEODISTIL_HEADER_X_API_KEY", "")  # restored (removed) after the test
     params = run_params(None, {"dataset": "d", "teacher.headers": {"X-Api-Key": "s3cr3t", "X-Route": "eu"}})
     teacher = params["teacher"]
     assert "s3cr3t" not in teacher.model_dump_json()
     assert teacher.headers["X-Route"] == "eu"
     assert teacher.resolved_headers()["X-Api-Key"] == "s3cr3t"
-    os.environ.pop("GEODISTIL_HEADER_X_API_KEY", None)
+
+
+def test_a_secret_in_extra_body_reaches_the_request_but_no_parameter(monkeypatch):
+    monkeypatch.setenv("GEODISTIL_BODY_API_KEY", "")  # restored (removed) after the test
+    params = run_params(None, {"dataset": "d", "teacher.extra_body": {"api_key": "s3cr3t", "max_tokens": 5}})
+    teacher = params["teacher"]
+    assert "s3cr3t" not in teacher.model_dump_json() and teacher.extra_body["max_tokens"] == 5
+    assert teacher.resolved_extra_body() == {"api_key": "s3cr3t", "max_tokens": 5}
 
 
 def test_the_cli_names_a_bad_run_file_in_one_line_without_a_traceback(tmp_path):

@@ -253,14 +253,14 @@ def check_api(
     from pydantic import ValidationError
 
     from geodistil.checkapi import check_api as run_check
-    from geodistil.cli.runfile import secret_headers_to_env
+    from geodistil.cli.runfile import secrets_to_env
     from geodistil.config import GenerationConfig
 
     try:
         report = asyncio.run(run_check(base_url, model, tool_style, teacher_profile,
                                        GenerationConfig(max_tokens=max_tokens or 1024),
-                                       _json_object("--extra-body", extra_body),
-                                       secret_headers_to_env(_headers(header) or {}), api_key_env))
+                                       secrets_to_env(_json_object("--extra-body", extra_body) or {}, "BODY") or None,
+                                       secrets_to_env(_headers(header) or {}, "HEADER"), api_key_env))
     except ValidationError as exc:
         error = exc.errors()[0]
         console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]")

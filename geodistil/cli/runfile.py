@@ -59,14 +59,14 @@ def read_run_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def secret_headers_to_env(headers: dict[str, str]) -> dict[str, str]:
-    """Headers with every literal secret-looking value moved into this process's environment
-    (``env:GEODISTIL_HEADER_<NAME>``), so that it reaches the client but no parameter, log or trace."""
+def secrets_to_env(mapping: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``mapping`` with every literal secret-looking value moved into this process's environment
+    (``env:GEODISTIL_<PREFIX>_<NAME>``), so that it reaches the client but no parameter, log or trace."""
     out = {}
-    for name, value in headers.items():
-        if looks_secret(name) and not value.startswith(ENV_PREFIX):
-            variable = "GEODISTIL_HEADER_" + re.sub(r"\W", "_", name).upper()
-            os.environ[variable] = value
+    for name, value in mapping.items():
+        if looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+            variable = f"GEODISTIL_{prefix}_" + re.sub(r"\W", "_", name).upper()
+            os.environ[variable] = str(value)
             value = ENV_PREFIX + variable
         out[name] = value
     return out
@@ -102,7 +102,9 @@ def run_params(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any
             raise ConfigError(f"{name} must be a mapping of settings")
     teacher = dict(data.get("teacher") or {})
     if isinstance(teacher.get("headers"), dict):
-        teacher["headers"] = secret_headers_to_env({str(k): str(v) for k, v in teacher["headers"].items()})
+        teacher["headers"] = secrets_to_env({str(k): str(v) for k, v in teacher["headers"].items()}, "HEADER")
+    if isinstance(teacher.get("extra_body"), dict):
+        teacher["extra_body"] = secrets_to_env(teacher["extra_body"], "BODY")
     dataset = data["dataset"]
     try:
         params: dict[str, Any] = dict(
