@@ -77,7 +77,6 @@ _OWNERS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-cpp", "google"
 class Inference:
     profile: ServerProfile
     why: str
-    context_limit: int | None = None  # tokens, when the server's model listing says
 
 
 def _listed(listing: dict[str, Any] | None, model: str) -> dict[str, Any] | None:
@@ -111,13 +110,12 @@ def by_name(model: str, base_url: str) -> Inference | None:
 def infer(model: str, base_url: str, listing: dict[str, Any] | None) -> Inference:
     """The profile for ``auto``: by name, else by who ``/v1/models`` says owns the model, else vLLM."""
     named = by_name(model, base_url)
-    limit = context_limit_in(listing, model)
     if named is not None:
-        return Inference(named.profile, named.why, limit)
+        return named
     owner = str((_listed(listing, model) or {}).get("owned_by") or "")
     if owner in _OWNERS:
-        return Inference(PROFILES[_OWNERS[owner]], f"/v1/models says owned_by {owner!r}", limit)
+        return Inference(PROFILES[_OWNERS[owner]], f"/v1/models says owned_by {owner!r}")
     if owner in ("openai", "system"):
-        return Inference(PROFILES["openai"], f"/v1/models says owned_by {owner!r}", limit)
+        return Inference(PROFILES["openai"], f"/v1/models says owned_by {owner!r}")
     # vLLM's parameters are the broadest common ground; a parameter a server refuses is corrected once
-    return Inference(PROFILES["vllm"], f"unknown server (owned_by {owner or 'not given'}): vLLM's parameters", limit)
+    return Inference(PROFILES["vllm"], f"unknown server (owned_by {owner or 'not given'}): vLLM's parameters")

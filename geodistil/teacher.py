@@ -303,14 +303,14 @@ class TeacherClient:
                 data = response.json()
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                if status not in RETRYABLE_STATUS:
+                if status < 500 and status not in RETRYABLE_STATUS:
                     rejection = read_rejection(status, _body_of(exc.response))
                     if self.corrections.learn(rejection, params):
                         counts["corrected"] += 1
                         continue
                     raise rejected(status, rejection) from exc
                 errors.append(f"HTTP {status}")
-                if attempt == self.config.max_retries:
+                if status not in RETRYABLE_STATUS or attempt == self.config.max_retries:
                     raise TeacherError(f"teacher answered HTTP {status} after {attempt + 1} attempts: {exc.message}",
                                        kind=f"http_{status}") from exc
                 delay = _retry_after_s(exc)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from geodistil.profiles import PROFILES, infer
+from geodistil.profiles import PROFILES, context_limit_in, infer
 from geodistil.rejections import read_rejection
 
 
@@ -51,9 +51,9 @@ def test_auto_infers_the_profile_from_name_url_and_model_listing(model, base_url
     assert infer(model, base_url, listing).profile.name == expected
 
 
-def test_auto_reads_the_context_limit_vllm_announces():
+def test_the_context_limit_vllm_announces_is_read_from_its_model_listing():
     listing = {"data": [{"id": "q", "owned_by": "vllm", "max_model_len": 8192}]}
-    assert infer("q", "http://gpu:8000/v1", listing).context_limit == 8192
+    assert context_limit_in(listing, "q") == 8192
 
 
 @pytest.mark.parametrize("server, status, body", [
