@@ -96,3 +96,16 @@ def test_a_wrong_key_stops_the_run_after_three_samples_and_a_rerun_with_the_righ
     assert summary["stopped"].startswith("stopped: the teacher rejected the first 3 samples alike (teacher_auth:http_401)")
     assert summary["total"] == 3
     assert "stopped" not in fixed and fixed["success"] == 6 and fixed["generated"] == 6
+
+
+def test_a_bad_request_is_neither_retried_nor_generated_again_by_a_rerun(dataset, tmp_path):
+    # the simulator refuses to stream with a plain 400, as a server refuses a request it cannot take
+    teacher = {"extra_body": {"stream": True}}
+    with SimServer(SimConfig(port=0, seed=5)) as server:
+        summary = run(dataset, tmp_path, server.base_url, n=6, concurrency=1, teacher=teacher)
+        first = server.stats()
+        run(dataset, tmp_path, server.base_url, n=3, concurrency=1, teacher=teacher)
+        again = server.stats()
+    assert first["requests"] == first["bad_request"] == 3 and summary["stopped"]
+    assert [t.error_kind for t in traces(tmp_path)] == ["teacher_rejected:http_400"] * 3
+    assert again["requests"] == first["requests"]
