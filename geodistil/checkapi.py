@@ -60,15 +60,12 @@ async def llama_cpp_context(base_url: str) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-async def check_api(base_url: str | None, model: str, tool_style: str | None = None,
-                    profile: str = "auto", generation: GenerationConfig | None = None,
-                    extra_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                    api_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:
-    """Ask the server what it is, send one image request with the tools, and report what came back."""
-    config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, profile=profile,  # type: ignore[arg-type]
-                           extra_body=extra_body, headers=headers or {}, api_key_env=api_key_env,
-                           max_retries=1, timeout_s=120)
-    generation = generation or GenerationConfig(max_tokens=1024)
+async def check_api(config: TeacherConfig, generation: GenerationConfig) -> dict[str, Any]:
+    """Ask the server what it is, send one image request with the tools, and report what came back.
+
+    ``config``'s retries and timeout apply as given: a check wants few retries, see the CLI.
+    """
+    model, tool_style = config.model, config.tool_style
     report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
     if config.headers:
         report["headers"] = redacted(config.headers)

@@ -240,11 +240,12 @@ def _print_summary(summary: dict) -> None:
 def check_api(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)"),
     model: str = typer.Option(..., help="model name"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="environment variable holding the API key"),
-    teacher_profile: str = typer.Option("auto", help="auto | vllm | sglang | openai | openai-reasoning | gemini | "
-                                                     "llama-cpp"),
+    api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key "
+                                                         "(default OPENAI_API_KEY)"),
+    teacher_profile: Optional[str] = typer.Option(None, help="auto (default) | vllm | sglang | openai | "
+                                                             "openai-reasoning | gemini | llama-cpp"),
     tool_style: Optional[str] = typer.Option(None, help="hermes or native; default: the profile's"),
-    max_tokens: Optional[int] = typer.Option(None, min=1, help="completion tokens for the probe (default 1024)"),
+    max_tokens: int = typer.Option(1024, min=16, help="completion tokens for the probe request"),
     extra_body: Optional[str] = typer.Option(None, help="JSON object of more request parameters"),
     header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
@@ -254,16 +255,23 @@ def check_api(
 
     from geodistil.checkapi import check_api as run_check
     from geodistil.cli.runfile import secrets_to_env
-    from geodistil.config import GenerationConfig
+    from geodistil.config import GenerationConfig, TeacherConfig
 
+    given = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "profile": teacher_profile,
+             "tool_style": tool_style, "extra_body": _json_object("--extra-body", extra_body),
+             "headers": _headers(header)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "extra_body" in given:
+        given["extra_body"] = secrets_to_env(given["extra_body"], "BODY")
+    if "headers" in given:
+        given["headers"] = secrets_to_env(given["headers"], "HEADER")
     try:
-        report = asyncio.run(run_check(base_url, model, tool_style, teacher_profile,
-                                       GenerationConfig(max_tokens=max_tokens or 1024),
-                                       secrets_to_env(_json_object("--extra-body", extra_body) or {}, "BODY") or None,
-                                       secrets_to_env(_headers(header) or {}, "HEADER"), api_key_env))
+        # one retry and a long timeout: a check should answer soon, and a cold server may be slow
+        teacher = TeacherConfig(**given, max_retries=1, timeout_s=120)
+        report = asyncio.run(run_check(teacher, GenerationConfig(max_tokens=max_tokens)))
     except ValidationError as exc:
         error = exc.errors()[0]
-        console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]")
+        console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(report))
