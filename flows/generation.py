@@ -15,7 +15,10 @@ as long as the trace store (and so the task results beside it) is shared, e.g. o
 A sample whose task still fails after its retries is written as an error trace and counted;
 the flow then writes the manifest and summary and ends **Failed**, saying how many, so that a
 retry of the flow run (UI or API) is meaningful: it takes finished samples from the cache and
-generates only the rest.
+generates only the rest. A sample the teacher rejected (a 4xx other than a bad key) or whose
+conversation hit the teacher's context or image limit is finished: neither retried nor counted
+as unfinished. When the first samples to finish were all rejected alike (``FailFast``), no
+further sample starts and the flow ends Failed with that one line.
 """
 
 from __future__ import annotations
@@ -174,7 +177,8 @@ async def generate_flow(
 
     ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
     (``tcp://host:8786``); every worker must see the dataset and the trace store at the same
-    paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries.
+    paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
+    or if the teacher rejected the first samples alike (then no later sample was started).
     """
     logger = get_run_logger()
     settings = RolloutSettings(teacher=teacher, generation=generation, tools=tools, image=image)
