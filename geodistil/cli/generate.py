@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from geodistil.cli._app import app, console, storage_options_from_env
+from geodistil.cli._app import app, console
 
 
 @app.command("demo-data")
