@@ -93,3 +93,13 @@ def test_the_emulated_vllm_returns_reasoning_content_and_the_trace_keeps_it(data
 def test_an_image_limit_is_only_emulated_for_a_server_that_has_one():
     with pytest.raises(ValueError, match="no per-prompt image limit"):
         SimConfig(profile="openai", max_images_per_prompt=2)
+
+
+def test_an_unknown_profile_is_named_in_one_line_by_the_sim_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "geodistil.cli", "sim", "--profile", "vlm"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.strip().startswith("profile: Input should be 'vllm'")

@@ -64,7 +64,7 @@ def sim(
                            api_key=api_key, reasoning=reasoning, seed=seed)
     except ValidationError as exc:
         error = exc.errors()[0]
-        console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'sim'}: {error['msg']}[/red]")
+        console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'sim'}: {error['msg']}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     serve(config)
 

@@ -51,8 +51,9 @@ class SimConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _profile_speaks_its_dialect(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("tool_style") is None:
-            data = {**data, "tool_style": EMULATIONS[data.get("profile")].tool_style}
+        emulation = EMULATIONS.get(data.get("profile")) if isinstance(data, dict) else None
+        if emulation is not None and data.get("tool_style") is None:  # an unknown profile: its own error
+            data = {**data, "tool_style": emulation.tool_style}
         return data
 
     @model_validator(mode="after")
