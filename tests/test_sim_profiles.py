@@ -2,6 +2,8 @@
 ``auto`` recognises it, the parameters sent are all accepted, and its tool-call dialect is spoken."""
 
 import asyncio
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -96,9 +98,6 @@ def test_an_image_limit_is_only_emulated_for_a_server_that_has_one():
 
 
 def test_an_unknown_profile_is_named_in_one_line_by_the_sim_command():
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-m", "geodistil.cli", "sim", "--profile", "vlm"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
