@@ -20,8 +20,8 @@ import geodistil
 from geodistil import prompts, reasoning
 from geodistil.config import ImageConfig, RolloutSettings
 from geodistil.data import Decoding, GeoDataset, Sample
-from geodistil.dialects import Dialect, Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
-from geodistil.errors import SampleError, TeacherError, ToolError
+from geodistil.dialects import Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
+from geodistil.errors import SampleError, TeacherError, TeacherLimitReached, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
 from geodistil.scoring import parse_answer, read_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
@@ -57,15 +57,12 @@ class RolloutContext:
         return openai_tool_specs(self.tools)
 
     @cached_property
-    def dialect(self) -> Dialect:
-        return dialect_named(self.settings.teacher.tool_style)
-
-    @cached_property
     def teacher_info(self) -> TeacherInfo:
         """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
-            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
+            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, profile=s.teacher.profile,
+            tool_style=s.teacher.tool_style or "auto",
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
             box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
@@ -103,6 +100,11 @@ class _Conversation:
         self._urls.append(data_url(source) if source is not None
                           else image_data_url(image, self._format, self._quality))
         return ref
+
+    def pop(self) -> None:
+        """Take back the last message (a request the teacher refused)."""
+        self.stored.pop()
+        self.sent.pop()
 
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
         self.stored.append(message)
@@ -149,12 +151,14 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"
     except TeacherError as exc:
-        trace.error, trace.error_kind, trace.stop_reason = str(exc), f"teacher_error:{exc.kind}", "error"
+        _account_failure(trace, exc)
+        trace.error, trace.error_kind, trace.stop_reason = str(exc), exc.error_kind, "error"
     except Exception as exc:  # errors are data: one sample never crashes the run
         trace.error = f"sample {sample_index}: internal error {type(exc).__name__}: {exc}"
         trace.error_kind, trace.stop_reason = "internal_error", "error"
     trace.messages = convo.stored
     trace.images = convo.records
+    trace.teacher = _provenance(ctx, trace.teacher)
     trace.finished_at = datetime.now(timezone.utc)
     _score(trace)
     return trace
@@ -170,9 +174,21 @@ def _score(trace: Trace) -> None:
         trace.distance_km, trace.reward_score = score(prediction, (trace.ground_truth.lat, trace.ground_truth.lon))
 
 
+def _provenance(ctx: RolloutContext, info: TeacherInfo | None) -> TeacherInfo | None:
+    """The shared provenance plus what this client learnt about the server (profile, corrections)."""
+    inference = ctx.teacher.inference
+    if info is None or inference is None:
+        return info
+    return info.model_copy(update={
+        "profile": inference.profile.name, "param_corrections": list(ctx.teacher.corrections.notes),
+        "tool_style": ctx.settings.teacher.tool_style or inference.profile.dialect})
+
+
 async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: int, ctx: RolloutContext) -> None:
     settings = ctx.settings
-    specs, dialect = ctx.tool_specs, ctx.dialect
+    profile = await ctx.teacher.server_profile()
+    dialect = dialect_named(settings.teacher.tool_style or profile.dialect)
+    specs, tools = ctx.tool_specs, dialect.request_tools(ctx.tool_specs)
     convo.add(Message(role="system", content=prompts.SYSTEM_PROMPT))
     convo.add(Message(role="user", content=[
         ImagePart(ref=ref0),
@@ -181,8 +197,11 @@ async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: in
     seed = rollout_seed(settings.generation.seed, trace.sample_index, trace.rollout_index)
     image_cap_hit = False
     for turn in range(1, settings.generation.max_turns + 1):
-        reply = await ctx.teacher.complete(convo.sent, settings.generation,
-                                           tools=dialect.request_tools(specs), seed=seed)
+        try:
+            reply = await ctx.teacher.complete(convo.sent, settings.generation, tools=tools, seed=seed)
+        except TeacherLimitReached as exc:
+            await _last_word(trace, convo, exc, ctx, tools=tools, seed=seed)
+            return
         _account(trace, reply)
         trace.num_turns = turn
         thinking, content = reasoning.separate(reply.content, reply.reasoning)
@@ -198,6 +217,41 @@ async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: in
             continue
         image_cap_hit |= await _run_tools(trace, convo, reading, turn, ctx)
     trace.stop_reason = "image_limit" if image_cap_hit else "max_turns"
+
+
+async def _last_word(trace: Trace, convo: _Conversation, limit: TeacherLimitReached, ctx: RolloutContext,
+                     tools: list[dict[str, Any]] | None, seed: int | None) -> None:
+    """End a conversation the teacher cannot take further: ``stop_reason`` is the limit's kind.
+
+    When the refused request ended with tool images, one last request goes without them and
+    asks for the answer; the trace keeps that request (the images' texts, then the nudge) and
+    is scored from whatever the teacher said. If that is refused too, the conversation ends
+    where it was. Either way it is a finished, scored trace, not an error.
+    """
+    trace.stop_reason = limit.kind  # type: ignore[assignment]
+    _account_failure(trace, limit)
+    last = convo.stored[-1] if convo.stored else None
+    if last is None or last.role != "user" or not last.image_refs() or len(convo.stored) <= 2:
+        return
+    convo.pop()
+    text = "\n".join(p.text for p in last.content if isinstance(p, TextPart))  # type: ignore[union-attr]
+    convo.add(Message(role="user", content=f"{text}\n\n(The images could not be sent.) {NUDGE}".lstrip()))
+    try:
+        reply = await ctx.teacher.complete(convo.sent, ctx.settings.generation, tools=tools, seed=seed)
+    except TeacherLimitReached as again:
+        _account_failure(trace, again)
+        return
+    _account(trace, reply)
+    trace.num_turns += 1
+    thinking, content = reasoning.separate(reply.content, reply.reasoning)
+    convo.add(Message(role="assistant", content=content, tool_calls=reply.tool_calls, reasoning=thinking))
+    trace.final_answer = content
+
+
+def _account_failure(trace: Trace, exc: TeacherError) -> None:
+    """Count the requests a failed call sent: every request the teacher got is in the usage."""
+    trace.usage.requests += exc.requests
+    trace.usage.retries += exc.retries
 
 
 def _account(trace: Trace, reply: TeacherReply) -> None:

@@ -19,7 +19,8 @@ from geodistil.scoring import AnswerFormat
 
 SCHEMA_VERSION = 1
 
-StopReason = Literal["answered", "max_turns", "image_limit", "error"]
+# context_length / image_limit: the teacher refused to take the conversation further (its limit, not an error)
+StopReason = Literal["answered", "max_turns", "image_limit", "context_length", "error"]
 
 
 class LatLon(BaseModel):
@@ -117,6 +118,8 @@ class TeacherInfo(BaseModel):
 
     base_url: str
     model: str
+    profile: str | None = None  # the server profile the request parameters followed
+    param_corrections: list[str] = Field(default_factory=list)  # parameters the server refused, and what was done
     tool_style: str
     temperature: float
     top_p: float
@@ -154,7 +157,7 @@ class Trace(BaseModel):
     reward_score: float = 0.0
     stop_reason: StopReason = "error"
     error: str | None = None
-    error_kind: str | None = None  # sample_error | teacher_error | internal_error
+    error_kind: str | None = None  # "<family>:<detail>", family as in geodistil.errors (sample_error, teacher_error, ...)
     num_turns: int = 0
     # the conversation
     messages: list[Message] = Field(default_factory=list)
