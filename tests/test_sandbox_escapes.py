@@ -7,6 +7,7 @@ is put in this process's environment, so the test can prove the children never s
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -253,3 +254,121 @@ def test_a_zygote_killed_from_outside_is_replaced_quietly() -> None:
     for _ in range(pool.size):  # every zygote serves once, the dead one replaced on its turn
         _assert_pool_healthy()
     assert victim not in pool.zygote_pids()
+
+
+# --- kernel objects that outlive a process: System V IPC and POSIX message queues ---
+
+IPC_KEY = 0x67640000 + (os.getpid() & 0xFFF) * 8  # this run's own keys, never another's objects
+IPC_KEYS = range(IPC_KEY, IPC_KEY + 5)
+MQ_NAME = f"/geodistil-escape-{os.getpid()}"
+_IPC_CREAT, _IPC_RMID, _SHM_RDONLY = 0o1000, 0, 0o10000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.shmat.restype = ctypes.c_void_p
+
+
+def _sysv_objects() -> dict[str, list[int]]:
+    """The ids of this run's System V objects on the host, by kind (from /proc/sysvipc)."""
+    found: dict[str, list[int]] = {}
+    for kind in ("shm", "msg", "sem"):
+        rows = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+        found[kind] = [int(row.split()[1]) for row in rows if int(row.split()[0]) in IPC_KEYS]
+    return found
+
+
+def _remove_sysv(kind: str, ident: int) -> None:
+    remove = {"shm": lambda: _libc.shmctl(ident, _IPC_RMID, None), "msg": lambda: _libc.msgctl(ident, _IPC_RMID, None),
+              "sem": lambda: _libc.semctl(ident, 0, _IPC_RMID)}
+    remove[kind]()
+
+
+@pytest.fixture
+def no_ipc_left_behind() -> Iterator[None]:
+    """Whatever an attempt manages to create is removed here, and the test fails if there was any."""
+    yield
+    left = {kind: ids for kind, ids in _sysv_objects().items() if ids}
+    for kind, ids in left.items():
+        for ident in ids:
+            _remove_sysv(kind, ident)
+    mq_left = _libc.mq_unlink(MQ_NAME.encode()) == 0
+    assert not left and not mq_left, f"IPC objects outlived the job: {left}, POSIX queue {mq_left}"
+
+
+_IPC_JOB = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+def check(rc, what):
+    if rc is None or rc == -1 or rc == ctypes.c_void_p(-1).value:
+        err = ctypes.get_errno()
+        raise PermissionError(err, f"{{what}}: {{os.strerror(err)}}")
+    return rc
+{body}
+result_image = image
+"""
+_LEAVE_MARKER = """
+for _ in range(5):  # as in the report: segments no memory limit counts once the job is gone
+    shmid = check(libc.shmget({key} + _, 256 << 20, 0o1666), "shmget")
+shmid = check(libc.shmget({key}, 0, 0), "shmget")
+ctypes.memmove(check(libc.shmat(shmid, None, 0), "shmat"), b"left-by-job-1", 13)
+"""
+_READ_MARKER = """
+shmid = check(libc.shmget({key}, 0, 0), "shmget")
+print(ctypes.string_at(check(libc.shmat(shmid, None, 0o10000), "shmat"), 13))
+"""
+
+
+def _ipc_job(body: str) -> str:
+    return _IPC_JOB.format(body=body.format(key=IPC_KEY))
+
+
+def test_a_job_cannot_create_shared_memory_that_outlives_it(no_ipc_left_behind: None) -> None:
+    result = _blocked(_ipc_job(_LEAVE_MARKER))
+    assert "PermissionError" in result.error and "shmget" in result.error
+    assert _sysv_objects()["shm"] == []
+    _assert_pool_healthy()
+
+
+def test_a_marker_in_shared_memory_is_not_seen_by_the_next_job(no_ipc_left_behind: None) -> None:
+    sandbox.run_code(_ipc_job(_LEAVE_MARKER), _image())
+    result = _blocked(_ipc_job(_READ_MARKER))
+    assert "left-by-job-1" not in result.stdout
+    _assert_pool_healthy()
+
+
+def test_a_host_shared_memory_segment_cannot_be_attached(no_ipc_left_behind: None) -> None:
+    shmid = _libc.shmget(IPC_KEY, 4096, _IPC_CREAT | 0o666)  # readable by anyone: only the sandbox stops it
+    assert shmid >= 0, os.strerror(ctypes.get_errno())
+    address = _libc.shmat(shmid, None, 0)
+    ctypes.memmove(address, b"host-secret!!", 13)
+    _libc.shmdt(ctypes.c_void_p(address))
+    try:
+        result = _blocked(_ipc_job(f'print(ctypes.string_at(check(libc.shmat({shmid}, None, 0o10000), "shmat"), 13))'))
+        assert "PermissionError" in result.error and "host-secret" not in result.stdout
+    finally:
+        _libc.shmctl(shmid, _IPC_RMID, None)
+    _assert_pool_healthy()
+
+
+@pytest.mark.parametrize("body", [
+    'qid = check(libc.msgget({key}, 0o1666), "msgget")\n'
+    'check(libc.msgsnd(qid, b"\\x01\\0\\0\\0\\0\\0\\0\\0left-by-job-1", 13, 0), "msgsnd")',
+    f'check(libc.mq_open({MQ_NAME.encode()!r}, os.O_CREAT | os.O_WRONLY, 0o666, None), "mq_open")',
+], ids=["system-v", "posix"])
+def test_a_job_cannot_create_a_message_queue(body: str, no_ipc_left_behind: None) -> None:
+    result = _blocked(_ipc_job(body))
+    assert "PermissionError" in result.error and "Operation not permitted" in result.error
+    _assert_pool_healthy()
+
+
+def test_a_job_cannot_create_a_semaphore_set(no_ipc_left_behind: None) -> None:
+    result = _blocked(_ipc_job('check(libc.semget({key}, 1, 0o1666), "semget")'))
+    assert "PermissionError" in result.error and "semget" in result.error
+    _assert_pool_healthy()
+
+
+def test_posix_shared_memory_in_dev_shm_is_denied() -> None:
+    name = f"geodistil-escape-{os.getpid()}"
+    result = _blocked(_ipc_job(f'check(libc.shm_open(b"/{name}", os.O_CREAT | os.O_RDWR, 0o666), "shm_open")'))
+    assert "PermissionError" in result.error and "shm_open" in result.error
+    assert not Path("/dev/shm", name).exists()
+    _assert_pool_healthy()

@@ -2,10 +2,11 @@
 
 Default allow, with EPERM for everything a geolocation image script has no business doing:
 sockets, starting processes or programs, opening files for writing or changing the file
-system, tracing or signalling any process, and the kernel's larger attack surfaces (io_uring,
-bpf, mount, namespaces, keyrings, modules). The EPERM reaches the code as a clean
-``PermissionError`` it can report. Syscalls of another architecture (i386 ``int 0x80``, x32)
-kill the process, so they cannot be used to step around the rules.
+system, kernel objects that outlive the process (System V shared memory, message queues and
+semaphores; POSIX message queues), tracing or signalling any process, and the kernel's larger
+attack surfaces (io_uring, bpf, mount, namespaces, keyrings, modules). The EPERM reaches the
+code as a clean ``PermissionError`` it can report. Syscalls of another architecture (i386
+``int 0x80``, x32) kill the process, so they cannot be used to step around the rules.
 
 libseccomp takes milliseconds to compile the rules, so the zygote compiles them once
 (``compile_program``) and each child only hands the finished BPF program to the kernel
@@ -38,6 +39,10 @@ _DENIED = (
     "fchownat", "truncate", "ftruncate", "utime", "utimes", "utimensat", "futimesat",
     "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     "memfd_create", "memfd_secret",
+    # kernel objects that outlive the process, beyond every memory limit, seen by later jobs
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "ipc",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # kernel attack surface and privileges
     "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "userfaultfd",
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
@@ -109,5 +114,5 @@ def load_program(program: bytes) -> tuple[bool, str]:
         if probe >= 0:
             os.close(probe)
         return False, "the filter was accepted but does not deny socket()"
-    return True, (f"{len(_DENIED)} syscalls denied (sockets, exec, fork, signals, ptrace, io_uring, bpf, mount, "
-                  "...); write-opens and process clones denied")
+    return True, (f"{len(_DENIED)} syscalls denied (sockets, exec, fork, System V IPC, signals, ptrace, io_uring, "
+                  "bpf, mount, ...); write-opens and process clones denied")
