@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,12 +42,17 @@ def pool_with_a_secret_in_the_parent() -> Iterator[None]:
 
 
 @pytest.fixture
-def drop_dir(tmp_path: Path) -> Path:
-    """A directory anyone may write to, so only the sandbox can stop a write landing here."""
-    path = tmp_path / "drop"
-    path.mkdir()
+def drop_dir() -> Iterator[Path]:
+    """A directory anyone may reach and write to, so only the sandbox can stop a write landing here.
+
+    Not under pytest's tmp_path: its base is private to this user (0700), so a child running as
+    nobody would be stopped by plain file permissions, and a broken sandbox would go unnoticed.
+    """
+    path = Path(tempfile.mkdtemp(prefix="geodistil-drop-", dir="/tmp"))
     path.chmod(0o777)
-    return path
+    assert all(parent.stat().st_mode & 0o001 for parent in path.parents), "a parent is not searchable by all"
+    yield path
+    shutil.rmtree(path)
 
 
 def _image() -> Image.Image:
@@ -293,7 +300,8 @@ def no_ipc_left_behind() -> Iterator[None]:
     assert not left and not mq_left, f"IPC objects outlived the job: {left}, POSIX queue {mq_left}"
 
 
-_IPC_JOB = """
+# a job that calls libc directly, as hostile code would to skip Python's own checks
+_LIBC_JOB = """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 libc.shmat.restype = ctypes.c_void_p
@@ -318,7 +326,7 @@ print(ctypes.string_at(check(libc.shmat(shmid, None, 0o10000), "shmat"), 13))
 
 
 def _ipc_job(body: str) -> str:
-    return _IPC_JOB.format(body=body.format(key=IPC_KEY))
+    return _LIBC_JOB.format(body=body.format(key=IPC_KEY))
 
 
 def test_a_job_cannot_create_shared_memory_that_outlives_it(no_ipc_left_behind: None) -> None:
@@ -371,4 +379,84 @@ def test_posix_shared_memory_in_dev_shm_is_denied() -> None:
     result = _blocked(_ipc_job(f'check(libc.shm_open(b"/{name}", os.O_CREAT | os.O_RDWR, 0o666), "shm_open")'))
     assert "PermissionError" in result.error and "shm_open" in result.error
     assert not Path("/dev/shm", name).exists()
+    _assert_pool_healthy()
+
+
+# --- what Landlock leaves open: path lookups, metadata, watches, the mount table ---
+
+_PATH_PROBES = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+AT_FDCWD = -100
+def raw(rc):
+    if rc < 0:
+        raise OSError(ctypes.get_errno(), "")
+buffer = ctypes.create_string_buffer(512)
+probes = {{
+    "stat": lambda p: os.stat(p), "lstat": lambda p: os.lstat(p), "access": lambda p: os.access(p, os.F_OK),
+    "readlink": lambda p: os.readlink(p), "open": lambda p: os.open(p, os.O_RDONLY),
+    "open_O_PATH": lambda p: os.open(p, os.O_PATH), "listdir": lambda p: os.listdir(p),
+    "statvfs": lambda p: os.statvfs(p), "listxattr": lambda p: os.listxattr(p), "chdir": lambda p: os.chdir(p),
+    "statx": lambda p: raw(libc.statx(AT_FDCWD, p.encode(), 0, 0xfff, buffer)),
+    "listxattrat": lambda p: raw(libc.syscall(465, AT_FDCWD, p.encode(), 0, buffer, 512)),
+    "file_getattr": lambda p: raw(libc.syscall(468, AT_FDCWD, p.encode(), buffer, 24, 0)),
+}}
+def outcome(probe, path):
+    try:
+        answer = probe(path)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return str(answer) if isinstance(answer, bool) else "found"
+for name, probe in probes.items():
+    print(name, outcome(probe, {there!r}), outcome(probe, {missing!r}))
+result_image = image
+"""
+
+
+def test_a_job_cannot_tell_which_host_paths_exist(drop_dir: Path) -> None:
+    code = _PATH_PROBES.format(there=str(drop_dir), missing=str(drop_dir / "missing"))
+    result = sandbox.run_code(code, _image())
+    assert result.ok, result.error
+    outcomes = {name: (there, missing) for name, there, missing in map(str.split, result.stdout.splitlines())}
+    answers = {name: there for name, (there, missing) in outcomes.items() if there != missing}
+    assert answers == {}, f"these calls tell an existing path from a missing one: {answers}"
+    assert {there for there, _ in outcomes.values()} <= {"EPERM", "False"}
+    _assert_pool_healthy()
+
+
+@pytest.mark.parametrize("watch", [
+    'fd = check(libc.inotify_init1(0), "inotify_init1")\n'
+    'check(libc.inotify_add_watch(fd, {path}, 0xfff), "inotify_add_watch")',
+    'fd = check(libc.fanotify_init(0x200, 0), "fanotify_init")  # FAN_REPORT_FID: allowed unprivileged\n'
+    'check(libc.fanotify_mark(fd, 1, 0x3b, -100, {path}), "fanotify_mark")',
+], ids=["inotify", "fanotify"])
+def test_watching_a_host_folder_is_denied(watch: str, drop_dir: Path) -> None:
+    result = _blocked(_LIBC_JOB.format(body=watch.format(path=repr(str(drop_dir).encode()))))
+    assert "PermissionError" in result.error and "Operation not permitted" in result.error
+    _assert_pool_healthy()
+
+
+def test_the_host_mount_table_cannot_be_listed() -> None:
+    code = ("ids = (ctypes.c_uint64 * 64)()\n"
+            "request = (ctypes.c_uint64 * 3)(24, 2**64 - 1, 0)  # size, LSMT_ROOT, no parameter\n"
+            'print(check(libc.syscall(458, request, ids, 64, 0), "listmount"), list(ids))')
+    result = _blocked(_LIBC_JOB.format(body=code))
+    assert "PermissionError" in result.error and "listmount" in result.error
+    _assert_pool_healthy()
+
+
+@pytest.mark.parametrize("call", [
+    'check(libc.setxattr({path}, b"user.pwned", b"1", 1, 0), "setxattr")',
+    'value = ctypes.create_string_buffer(b"1")\n'
+    "args = (ctypes.c_uint64 * 2)(ctypes.addressof(value), 1)  # value pointer; size 1, flags 0\n"
+    'check(libc.syscall(463, -100, {path}, 0, b"user.pwned", args, 16), "setxattrat")',
+], ids=["setxattr", "setxattrat"])
+def test_setting_an_extended_attribute_on_a_host_file_is_denied(call: str, drop_dir: Path) -> None:
+    target = drop_dir / "file"
+    target.write_bytes(b"")
+    target.chmod(0o666)  # writable by anyone: only the sandbox stops it
+    result = _blocked(_LIBC_JOB.format(body=call.format(path=repr(str(target).encode()))))
+    assert "PermissionError" in result.error and "Operation not permitted" in result.error
+    assert os.listxattr(target) == []
     _assert_pool_healthy()
