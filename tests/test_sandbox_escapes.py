@@ -1,7 +1,7 @@
 """The escape suite: code a hostile teacher might write, each attempt blocked with a clear error.
 
 After every attempt the host is unchanged (nothing written, nothing received, no process
-killed) and the same pool still runs a normal job. The pool is started after a fake API key
+killed, no IPC object left) and the same pool still runs a normal job. The pool is started after a fake API key
 is put in this process's environment, so the test can prove the children never see it.
 """
 
@@ -268,7 +268,7 @@ def test_a_zygote_killed_from_outside_is_replaced_quietly() -> None:
 IPC_KEY = 0x67640000 + (os.getpid() & 0xFFF) * 8  # this run's own keys, never another's objects
 IPC_KEYS = range(IPC_KEY, IPC_KEY + 5)
 MQ_NAME = f"/geodistil-escape-{os.getpid()}"
-_IPC_CREAT, _IPC_RMID, _SHM_RDONLY = 0o1000, 0, 0o10000
+_IPC_CREAT, _IPC_RMID = 0o1000, 0
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.shmat.restype = ctypes.c_void_p
 
@@ -283,9 +283,10 @@ def _sysv_objects() -> dict[str, list[int]]:
 
 
 def _remove_sysv(kind: str, ident: int) -> None:
-    remove = {"shm": lambda: _libc.shmctl(ident, _IPC_RMID, None), "msg": lambda: _libc.msgctl(ident, _IPC_RMID, None),
-              "sem": lambda: _libc.semctl(ident, 0, _IPC_RMID)}
-    remove[kind]()
+    if kind == "sem":
+        _libc.semctl(ident, 0, _IPC_RMID)
+    else:
+        (_libc.shmctl if kind == "shm" else _libc.msgctl)(ident, _IPC_RMID, None)
 
 
 @pytest.fixture
@@ -314,8 +315,8 @@ def check(rc, what):
 result_image = image
 """
 _LEAVE_MARKER = """
-for _ in range(5):  # as in the report: segments no memory limit counts once the job is gone
-    shmid = check(libc.shmget({key} + _, 256 << 20, 0o1666), "shmget")
+for extra in range(5):  # as in the report: 1.25 GiB no memory limit counts once the job is gone
+    check(libc.shmget({key} + extra, 256 << 20, 0o1666), "shmget")
 shmid = check(libc.shmget({key}, 0, 0), "shmget")
 ctypes.memmove(check(libc.shmat(shmid, None, 0), "shmat"), b"left-by-job-1", 13)
 """
@@ -325,20 +326,21 @@ print(ctypes.string_at(check(libc.shmat(shmid, None, 0o10000), "shmat"), 13))
 """
 
 
-def _ipc_job(body: str) -> str:
-    return _LIBC_JOB.format(body=body.format(key=IPC_KEY))
+def _libc_job(body: str, **values: str) -> str:
+    """The job running ``body``, with ``{key}`` (this run's IPC key) and ``values`` filled in."""
+    return _LIBC_JOB.format(body=body.format(key=IPC_KEY, **values))
 
 
 def test_a_job_cannot_create_shared_memory_that_outlives_it(no_ipc_left_behind: None) -> None:
-    result = _blocked(_ipc_job(_LEAVE_MARKER))
+    result = _blocked(_libc_job(_LEAVE_MARKER))
     assert "PermissionError" in result.error and "shmget" in result.error
     assert _sysv_objects()["shm"] == []
     _assert_pool_healthy()
 
 
 def test_a_marker_in_shared_memory_is_not_seen_by_the_next_job(no_ipc_left_behind: None) -> None:
-    sandbox.run_code(_ipc_job(_LEAVE_MARKER), _image())
-    result = _blocked(_ipc_job(_READ_MARKER))
+    sandbox.run_code(_libc_job(_LEAVE_MARKER), _image())
+    result = _blocked(_libc_job(_READ_MARKER))
     assert "left-by-job-1" not in result.stdout
     _assert_pool_healthy()
 
@@ -350,7 +352,7 @@ def test_a_host_shared_memory_segment_cannot_be_attached(no_ipc_left_behind: Non
     ctypes.memmove(address, b"host-secret!!", 13)
     _libc.shmdt(ctypes.c_void_p(address))
     try:
-        result = _blocked(_ipc_job(f'print(ctypes.string_at(check(libc.shmat({shmid}, None, 0o10000), "shmat"), 13))'))
+        result = _blocked(_libc_job(f'print(ctypes.string_at(check(libc.shmat({shmid}, None, 0o10000), "shmat"), 13))'))
         assert "PermissionError" in result.error and "host-secret" not in result.stdout
     finally:
         _libc.shmctl(shmid, _IPC_RMID, None)
@@ -363,20 +365,20 @@ def test_a_host_shared_memory_segment_cannot_be_attached(no_ipc_left_behind: Non
     f'check(libc.mq_open({MQ_NAME.encode()!r}, os.O_CREAT | os.O_WRONLY, 0o666, None), "mq_open")',
 ], ids=["system-v", "posix"])
 def test_a_job_cannot_create_a_message_queue(body: str, no_ipc_left_behind: None) -> None:
-    result = _blocked(_ipc_job(body))
+    result = _blocked(_libc_job(body))
     assert "PermissionError" in result.error and "Operation not permitted" in result.error
     _assert_pool_healthy()
 
 
 def test_a_job_cannot_create_a_semaphore_set(no_ipc_left_behind: None) -> None:
-    result = _blocked(_ipc_job('check(libc.semget({key}, 1, 0o1666), "semget")'))
+    result = _blocked(_libc_job('check(libc.semget({key}, 1, 0o1666), "semget")'))
     assert "PermissionError" in result.error and "semget" in result.error
     _assert_pool_healthy()
 
 
 def test_posix_shared_memory_in_dev_shm_is_denied() -> None:
     name = f"geodistil-escape-{os.getpid()}"
-    result = _blocked(_ipc_job(f'check(libc.shm_open(b"/{name}", os.O_CREAT | os.O_RDWR, 0o666), "shm_open")'))
+    result = _blocked(_libc_job(f'check(libc.shm_open(b"/{name}", os.O_CREAT | os.O_RDWR, 0o666), "shm_open")'))
     assert "PermissionError" in result.error and "shm_open" in result.error
     assert not Path("/dev/shm", name).exists()
     _assert_pool_healthy()
@@ -432,7 +434,7 @@ def test_a_job_cannot_tell_which_host_paths_exist(drop_dir: Path) -> None:
     'check(libc.fanotify_mark(fd, 1, 0x3b, -100, {path}), "fanotify_mark")',
 ], ids=["inotify", "fanotify"])
 def test_watching_a_host_folder_is_denied(watch: str, drop_dir: Path) -> None:
-    result = _blocked(_LIBC_JOB.format(body=watch.format(path=repr(str(drop_dir).encode()))))
+    result = _blocked(_libc_job(watch, path=repr(str(drop_dir).encode())))
     assert "PermissionError" in result.error and "Operation not permitted" in result.error
     _assert_pool_healthy()
 
@@ -441,7 +443,7 @@ def test_the_host_mount_table_cannot_be_listed() -> None:
     code = ("ids = (ctypes.c_uint64 * 64)()\n"
             "request = (ctypes.c_uint64 * 3)(24, 2**64 - 1, 0)  # size, LSMT_ROOT, no parameter\n"
             'print(check(libc.syscall(458, request, ids, 64, 0), "listmount"), list(ids))')
-    result = _blocked(_LIBC_JOB.format(body=code))
+    result = _blocked(_libc_job(code))
     assert "PermissionError" in result.error and "listmount" in result.error
     _assert_pool_healthy()
 
@@ -456,7 +458,7 @@ def test_setting_an_extended_attribute_on_a_host_file_is_denied(call: str, drop_
     target = drop_dir / "file"
     target.write_bytes(b"")
     target.chmod(0o666)  # writable by anyone: only the sandbox stops it
-    result = _blocked(_LIBC_JOB.format(body=call.format(path=repr(str(target).encode()))))
+    result = _blocked(_libc_job(call, path=repr(str(target).encode())))
     assert "PermissionError" in result.error and "Operation not permitted" in result.error
     assert os.listxattr(target) == []
     _assert_pool_healthy()
