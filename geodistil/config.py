@@ -129,6 +129,10 @@ class ImageConfig(_Model):
         "scale first); a larger one is that sample's error, so memory per sample stays bounded")
     jpeg_quality: int = Field(90, ge=50, le=100)
     image_format: Literal["png", "jpeg"] = "jpeg"
+    text_only: bool = Field(
+        False, description="a teacher that takes no images (a text-only model; llama-cpp-python answers 500 to "
+                           "any list content): messages go as plain text, the prompt carries the clues, tool results "
+                           "are described in words; the images are still rebuilt and hashed for the trace")
 
 
 class ToolsConfig(_Model):
@@ -142,7 +146,7 @@ class GenerationConfig(_Model):
     max_turns: int = Field(6, ge=1, le=50)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(2048, ge=16, description="completion tokens per turn (max_completion_tokens where the "
+    max_tokens: int = Field(2048, ge=1, description="completion tokens per turn (max_completion_tokens where the "
                                                        "server wants that name)")
     seed: int | None = 0
     top_k: int | None = Field(None, ge=-1, description="vLLM, SGLang, llama.cpp")

@@ -81,13 +81,13 @@ def rollout_seed(seed: int | None, sample_index: int, rollout_index: int) -> int
 class _Conversation:
     """The messages twice over: as stored (image refs) and as sent (data URLs, encoded once)."""
 
-    def __init__(self, image_format: str, quality: int) -> None:
+    def __init__(self, image_format: str, quality: int, text_only: bool = False) -> None:
         self.stored: list[Message] = []
         self.sent = EncodedMessages()
         self.images: list[Image.Image] = []
         self.records: list[ImageRecord] = []
         self._urls: list[bytes] = []  # data URLs, spliced into request bodies as they are
-        self._format, self._quality = image_format, quality
+        self._format, self._quality, self._text_only = image_format, quality, text_only
 
     def add_image(self, image: Image.Image, source: bytes | None = None) -> int:
         """Register an image (hash + data URL computed once) and return its ref.
@@ -97,8 +97,9 @@ class _Conversation:
         ref = len(self.images)
         self.images.append(image)
         self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
-        self._urls.append(data_url(source) if source is not None
-                          else image_data_url(image, self._format, self._quality))
+        if not self._text_only:
+            self._urls.append(data_url(source) if source is not None
+                              else image_data_url(image, self._format, self._quality))
         return ref
 
     def pop(self) -> None:
@@ -107,6 +108,11 @@ class _Conversation:
         self.sent.pop()
 
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
+        if self._text_only and isinstance(message.content, list):
+            # what a text-only teacher is sent, and so what the trace says it saw: the words alone,
+            # as one string (llama-cpp-python's text chat templates take no list of parts)
+            text = "\n\n".join(p.text for p in message.content if isinstance(p, TextPart))
+            message = message.model_copy(update={"content": text})
         self.stored.append(message)
         if sent is None:
             sent = message.model_dump(exclude_none=True, exclude={"reasoning"})
@@ -138,7 +144,7 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
         sample_index=sample_index, rollout_index=rollout_index, teacher=ctx.teacher_info,
         geodistil_version=geodistil.__version__,
     )
-    convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
+    convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality, settings.image.text_only)
     try:
         sample, sent_image, source = await asyncio.to_thread(_load, dataset, sample_index, settings.image)
         trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
@@ -146,7 +152,8 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
         ref0 = await asyncio.to_thread(convo.add_image, sent_image, source)
         trace.preprocess = Preprocess(original_size=sample.original_size, sent_size=sent_image.size,
                                       max_pixels=settings.image.max_pixels, decode_scale=sample.decode_scale,
-                                      sent_as="source" if source is not None else "encoded")
+                                      sent_as="not_sent" if settings.image.text_only
+                                      else "source" if source is not None else "encoded")
         await _converse(trace, convo, sample, ref0, ctx)
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"

@@ -74,7 +74,7 @@ class Preprocess(BaseModel):
     mode: str = "RGB"
     # "source": the dataset's JPEG file was sent as it is; "encoded": the pixels were encoded
     # per the image settings. Either way ref 0's pixels are the decoded, preprocessed image.
-    sent_as: Literal["source", "encoded"] = "encoded"
+    sent_as: Literal["source", "encoded", "not_sent"] = "encoded"  # not_sent: a text-only teacher
 
 
 class ImageRecord(BaseModel):

@@ -118,6 +118,8 @@ def run(
     max_pixels: Optional[int] = typer.Option(None, help="pixel cap of images sent to the teacher"),
     image_format: Optional[str] = typer.Option(None, help="jpeg | png"),
     jpeg_quality: Optional[int] = typer.Option(None),
+    text_only: Optional[bool] = typer.Option(None, "--text-only/--with-images",
+                                             help="a teacher that takes no images: send the words alone"),
     chunk_size: Optional[int] = typer.Option(None, min=1, help="samples per Prefect subflow"),
     refresh: bool = typer.Option(False, help="ignore cached results and generate again"),
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
@@ -141,6 +143,7 @@ def run(
         "tools.enabled": [t.strip() for t in tools.split(",") if t.strip()] if tools is not None else None,
         "tools.box_convention": box_convention, "tools.max_images": max_images,
         "image.max_pixels": max_pixels, "image.image_format": image_format, "image.jpeg_quality": jpeg_quality,
+        "image.text_only": text_only,
     }
     with _demo_teacher(demo, dataset) as (dataset_path, sim_url):
         if demo:
