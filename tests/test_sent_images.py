@@ -133,3 +133,15 @@ def test_encode_gives_pillows_bytes_with_or_without_an_in_memory_file(monkeypatc
     buf = io.BytesIO()
     image.save(buf, format=fmt, **options)
     assert encode(image, fmt, **options) == buf.getvalue()
+
+
+def test_a_text_only_teacher_is_sent_plain_strings_and_no_image_yet_the_trace_replays(tmp_path):
+    dataset = dataset_of(tmp_path, [encoded("JPEG", size=(640, 480))])
+    with SimServer(SimConfig(port=0, seed=4, tool_calls=1)) as sim:
+        settings = RolloutSettings(teacher=TeacherConfig(base_url=sim.base_url, model="m"),
+                                   generation=GenerationConfig(max_turns=4), image=ImageConfig(text_only=True))
+        trace = roll_out(dataset, settings)
+    assert trace.ok and trace.preprocess.sent_as == "not_sent"
+    assert all(isinstance(m.content, str) or m.content is None for m in trace.messages)
+    assert not any(m.image_refs() for m in trace.messages) and len(trace.images) == 1
+    assert verify_trace(trace).ok  # the dataset image was still made and hashed: replay rebuilds and checks it
