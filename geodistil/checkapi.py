@@ -11,6 +11,7 @@ from geodistil import prompts
 from geodistil.config import GenerationConfig, TeacherConfig, ToolsConfig
 from geodistil.errors import GeodistilError
 from geodistil.images import image_data_url
+from geodistil.redact import redact_url
 from geodistil.scoring import parse_answer
 from geodistil.teacher import TeacherClient
 from geodistil.toolcalls import ToolCall, parse_native_tool_calls, parse_text_tool_calls
@@ -29,7 +30,7 @@ def _probe_image() -> Image.Image:
 async def check_api(base_url: str | None, model: str, tool_style: str = "text") -> dict[str, Any]:
     """List models, send one image request with the tools, and report what came back."""
     config = TeacherConfig(base_url=base_url, model=model, tool_style=tool_style, max_retries=1, timeout_s=120)
-    report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
+    report: dict[str, Any] = {"base_url": redact_url(config.resolved_base_url()), "model": model, "ok": False}
     specs = openai_tool_specs(build_tools(ToolsConfig()))
     async with TeacherClient(config, max_connections=4) as client:
         try:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from geodistil.redact import redact_url
+
 
 class BoxConvention(str, Enum):
     """How a teacher writes ``bbox_2d``: teachers differ, so this is a setting."""
@@ -92,7 +94,7 @@ class RolloutSettings(_Model):
             "prompt_version": PROMPT_VERSION,
             "tools_version": TOOLS_VERSION,
             "teacher": {
-                "base_url": self.teacher.resolved_base_url(),
+                "base_url": redact_url(self.teacher.resolved_base_url()),  # a new key is the same teacher
                 "model": self.teacher.model,
                 "tool_style": self.teacher.tool_style,
             },

@@ -22,6 +22,7 @@ from geodistil.config import RolloutSettings
 from geodistil.data import GeoDataset, Sample
 from geodistil.errors import SampleError, TeacherError, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
+from geodistil.redact import redact_url
 from geodistil.scoring import parse_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
 from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
@@ -61,7 +62,7 @@ class RolloutContext:
         """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
-            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, tool_style=s.teacher.tool_style,
+            base_url=redact_url(s.teacher.resolved_base_url()), model=s.teacher.model, tool_style=s.teacher.tool_style,
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
             box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
