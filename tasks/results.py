@@ -30,15 +30,22 @@ RESULTS_DIR = ".prefect-results"
 
 
 class TraceRecordSerializer(Serializer):  # type: ignore[type-arg]  # Serializer[X] breaks its registry
-    """A ``TraceRecord`` as its pydantic JSON: nothing is imported or built by name on load."""
+    """A ``TraceRecord`` as its pydantic JSON: nothing is imported or built by name on load.
+
+    Prefect also persists a failed task's exception (under a fresh key, never a cache key): that
+    is kept as its message and read back as a ``RuntimeError``.
+    """
 
     type: str = Field(default="geodistil-trace-record", frozen=True)
 
-    def dumps(self, obj: TraceRecord) -> bytes:
+    def dumps(self, obj: TraceRecord | BaseException) -> bytes:
+        if isinstance(obj, BaseException):
+            return json.dumps({"failed": f"{type(obj).__name__}: {obj}"}).encode()
         return obj.model_dump_json().encode()
 
-    def loads(self, blob: bytes) -> TraceRecord:
-        return TraceRecord.model_validate_json(blob)
+    def loads(self, blob: bytes) -> TraceRecord | RuntimeError:
+        failed = json.loads(blob).get("failed")
+        return RuntimeError(failed) if isinstance(failed, str) else TraceRecord.model_validate_json(blob)
 
 
 class UntrustedResultError(ValueError):

@@ -43,7 +43,7 @@ def json_record_decoding_with_pickle(marker: str) -> bytes:
 @pytest.fixture()
 def result_store(tmp_path) -> ResultStore:
     return ResultStore(result_storage=results_block(StorageSpec(url=str(tmp_path / "traces"))),
-                       serializer=TraceRecordSerializer())
+                       serializer=TraceRecordSerializer(), cache_result_in_memory=False)
 
 
 def write_result(tmp_path, content: bytes) -> None:
@@ -67,3 +67,9 @@ def test_a_trace_record_result_reads_back_as_the_record(result_store):
     result_store.persist_result_record(result_store.create_result_record(record, key="key"))
     assert result_store.exists("key")
     assert result_store.read("key").result == record
+
+
+def test_a_failed_tasks_exception_is_kept_as_its_message(result_store):
+    result_store.persist_result_record(result_store.create_result_record(ValueError("teacher down"), key="key"))
+    error = result_store.read("key").result
+    assert isinstance(error, RuntimeError) and str(error) == "ValueError: teacher down"
