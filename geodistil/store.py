@@ -200,6 +200,19 @@ class LockHolder(BaseModel):
         return (_now() - self.heartbeat).total_seconds() > stale_after_s
 
 
+def raise_if_locked(store: TraceStore, stale_after_s: float = STALE_AFTER_S) -> None:
+    """Raise ``StoreLockedError`` if a live run holds the store (only a look: ``RunLock`` takes it)."""
+    holder = lock_holder(store)
+    if holder is not None and not holder.is_stale(stale_after_s):
+        raise _locked(store, holder, stale_after_s)
+
+
+def _locked(store: TraceStore, holder: LockHolder | None, stale_after_s: float) -> StoreLockedError:
+    who = holder.describe() if holder is not None else "another run"
+    return StoreLockedError(f"{store.url} is in use by {who}; wait for that run to end or stop it "
+                            f"(a lock whose run is gone is taken over after {stale_after_s:.0f} s without a heartbeat)")
+
+
 def lock_holder(store: TraceStore) -> LockHolder | None:
     """The store's lock as its file says, or None: no lock, or one too torn to name anyone."""
     try:
@@ -254,17 +267,11 @@ class RunLock:
     def _create(self) -> None:
         self.store.create_bytes(LOCK, self.holder.model_dump_json(indent=2).encode())
 
-    def _locked(self, holder: LockHolder | None) -> StoreLockedError:
-        who = holder.describe() if holder is not None else "another run"
-        return StoreLockedError(
-            f"{self.store.url} is in use by {who}; wait for that run to end or stop it "
-            f"(a lock whose run is gone is taken over after {self.stale_after_s:.0f} s without a heartbeat)")
-
     def _take_over(self, stale: LockHolder | None) -> None:
         if stale is not None and not stale.is_stale(self.stale_after_s):
-            raise self._locked(stale)
+            raise _locked(self.store, stale, self.stale_after_s)
         if lock_holder(self.store) != stale:  # someone else got there first
-            raise self._locked(lock_holder(self.store))
+            raise _locked(self.store, lock_holder(self.store), self.stale_after_s)
         try:
             self.store.delete(LOCK)
         except FileNotFoundError:
@@ -272,7 +279,7 @@ class RunLock:
         try:
             self._create()
         except FileExistsError:
-            raise self._locked(lock_holder(self.store)) from None
+            raise _locked(self.store, lock_holder(self.store), self.stale_after_s) from None
         self.replaced = stale
         log.warning("%s: took over the run lock of %s, which is gone", self.store.url,
                     stale.describe() if stale is not None else "an unreadable lock file")

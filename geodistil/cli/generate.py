@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from geodistil.cli._app import app, console, storage_options_from_env
+
+if TYPE_CHECKING:
+    from geodistil.generate import StorageSpec
 
 
 @app.command("demo-data")
@@ -56,7 +61,9 @@ def sim(
 def run(
     dataset: Optional[str] = typer.Option(None, help="save_to_disk folder, s3:// folder or hub id"),
     output: str = typer.Option("out/traces", help="trace folder or s3://bucket/prefix"),
-    base_url: Optional[str] = typer.Option(None, help="teacher base URL (default $OPENAI_BASE_URL)"),
+    base_url: Optional[str] = typer.Option(
+        None, help="teacher base URL (default $OPENAI_BASE_URL); the API key goes in $OPENAI_API_KEY or a Prefect "
+                   "Secret block, never in the URL (credentials in a URL are kept out of traces, logs and Prefect)"),
     model: str = typer.Option("teacher", help="teacher model name"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
     start: int = typer.Option(0, min=0, help="first sample index"),
@@ -73,33 +80,67 @@ def run(
     refresh: bool = typer.Option(False, help="ignore cached results and generate again"),
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
 ) -> None:
-    """Generate traces with the Prefect generation flow (local ephemeral API unless PREFECT_API_URL is set)."""
+    """Generate traces with the Prefect generation flow (on a temporary local Prefect server unless
+    PREFECT_API_URL is set). One run at a time per output store."""
     from geodistil.config import BoxConvention, GenerationConfig, TeacherConfig, ToolsConfig
     from geodistil.data import DatasetSpec
     from geodistil.generate import SampleRange, StorageSpec
+    from geodistil.store import StoreLockedError, raise_if_locked
 
-    with _demo_teacher(demo, dataset) as (dataset_path, sim_url):
-        if dataset_path is None:
-            raise typer.BadParameter("--dataset is required (or use --demo)")
-        teacher = TeacherConfig(base_url=sim_url or base_url, model=model, tool_style=tool_style, timeout_s=timeout)
-        params = dict(
-            dataset=DatasetSpec(path=dataset_path),
-            storage=StorageSpec(url=output, storage_options=storage_options_from_env(output)),
-            samples=SampleRange(start=start, num_samples=num_samples),
-            teacher=teacher,
-            generation=GenerationConfig(max_turns=max_turns, temperature=temperature, rollouts_per_sample=rollouts,
-                                        max_concurrency=max_concurrency),
-            tools=ToolsConfig(enabled=tuple(t.strip() for t in tools.split(",") if t.strip()),
-                              box_convention=BoxConvention(box_convention)),
-            chunk_size=chunk_size,
-            refresh=refresh,
-        )
-        summary, failure = _run_with_progress(params)
+    storage = StorageSpec(url=output, storage_options=storage_options_from_env(output))
+    try:
+        raise_if_locked(storage.store())  # at once, before any server starts; the flow takes the lock
+        with _demo_teacher(demo, dataset) as (dataset_path, sim_url):
+            if dataset_path is None:
+                raise typer.BadParameter("--dataset is required (or use --demo)")
+            teacher = TeacherConfig(base_url=_url_without_credentials(sim_url or base_url), model=model,
+                                    tool_style=tool_style, timeout_s=timeout)
+            params = dict(
+                dataset=DatasetSpec(path=dataset_path),
+                storage=storage,
+                samples=SampleRange(start=start, num_samples=num_samples),
+                teacher=teacher,
+                generation=GenerationConfig(max_turns=max_turns, temperature=temperature,
+                                            rollouts_per_sample=rollouts, max_concurrency=max_concurrency),
+                tools=ToolsConfig(enabled=tuple(t.strip() for t in tools.split(",") if t.strip()),
+                                  box_convention=BoxConvention(box_convention)),
+                chunk_size=chunk_size,
+                refresh=refresh,
+            )
+            summary, failure = _run_with_progress(params)
+    except StoreLockedError as exc:
+        console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     _print_summary(summary)
+    _print_failures(storage)
     if failure:  # samples failed after retries; the flow wrote every trace and the summary
-        console.print(f"[red]{failure}[/red]\nrun the same command again to generate only the failed samples")
+        console.print(f"[red]{escape(failure)}[/red]\nrun the same command again to generate only the failed samples")
         raise typer.Exit(1)
     console.print(f"traces in {output}")
+
+
+def _url_without_credentials(url: str | None) -> str | None:
+    """A URL with credentials reaches the client through $OPENAI_BASE_URL instead of the flow's
+    parameters, which Prefect stores in its database; traces and logs record it redacted."""
+    from geodistil.redact import url_has_credentials
+
+    if url is None or not url_has_credentials(url):
+        return url
+    os.environ["OPENAI_BASE_URL"] = url
+    return None
+
+
+def _print_failures(storage: "StorageSpec", shown: int = 5) -> None:
+    """The first failed samples with their errors, and where the full list is."""
+    from geodistil.generate import MANIFEST
+
+    failed = [row for row in storage.store().read_json(MANIFEST)["traces"] if not row["ok"]]
+    for row in failed[:shown]:
+        console.print(f"[red]failed[/red] {row['name']}: {row['error_kind']}: {escape(str(row['error']))}",
+                      highlight=False, soft_wrap=True)
+    if failed:
+        console.print(f"{len(failed)} failed samples in all: the rows with \"ok\": false in "
+                      f"{storage.url}/{MANIFEST}; their error traces are in {storage.url}", soft_wrap=True)
 
 
 class _demo_teacher:
