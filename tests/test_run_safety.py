@@ -108,7 +108,7 @@ def test_the_end_of_a_run_shows_the_first_failures_and_where_all_are_listed(demo
     assert f"2 failed samples in all: the rows with \"ok\": false in {out}/manifest.json" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert [row["error"] for row in manifest["traces"] if not row["ok"]] == [
-        "sample 1: latitude is missing", "sample 2: longitude 250.0 is out of range"]
+        "sample 1: latitude is missing", "sample 2: longitude 250.0 is out of range [-180, 180]"]
 
 
 def prefect_server_under(pid: int) -> psutil.Process | None:
