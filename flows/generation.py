@@ -35,6 +35,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
+from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.generate import SUMMARY, SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
@@ -42,7 +43,6 @@ from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
 from geodistil.store import RunLock, TraceStore
 from geodistil.trace import TraceRecord
-from flows.server import temporary_server
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
 from tasks.results import result_storage_for
 
@@ -182,7 +182,7 @@ async def generate_flow(
     lock = RunLock(storage.store(), owner=f"flow run {flow_run.name!r} ({flow_run.id})")
     await asyncio.to_thread(lock.acquire)  # two runs on one store would send the same requests twice
     if lock.replaced is not None:
-        logger.warning("took over the run lock of %s, which is gone", lock.replaced.describe())
+        logger.warning("%s: took over the run lock of %s, which is gone", storage.url, lock.replaced.describe())
     try:
         records: list[TraceRecord] = []
         for first in range(indices.start, indices.stop, chunk_size):

@@ -237,7 +237,7 @@ class RunLock:
                  stale_after_s: float = STALE_AFTER_S) -> None:
         self.store, self.heartbeat_s, self.stale_after_s = store, heartbeat_s, stale_after_s
         self.holder = LockHolder(owner=owner)
-        self.replaced: LockHolder | None = None  # the stale holder taken over, if any
+        self.replaced: LockHolder | None = None  # the stale holder taken over, for the caller to warn about
         self._stop = threading.Event()
         self._beating: threading.Thread | None = None
 
@@ -281,8 +281,6 @@ class RunLock:
         except FileExistsError:
             raise _locked(self.store, lock_holder(self.store), self.stale_after_s) from None
         self.replaced = stale
-        log.warning("%s: took over the run lock of %s, which is gone", self.store.url,
-                    stale.describe() if stale is not None else "an unreadable lock file")
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
