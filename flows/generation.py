@@ -11,6 +11,8 @@ Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in fl
 
 Either way records are collected by sample order, and caching and resume work across machines
 as long as the trace store (and so the task results beside it) is shared, e.g. on S3.
+A run holds its store's lock (``geodistil.store.RunLock``) from the first chunk to the manifest,
+so a second run on the same store stops at once instead of sending the same requests again.
 
 A sample whose task still fails after its retries is written as an error trace and counted;
 the flow then writes the manifest and summary and ends **Failed**, saying how many, so that a
