@@ -17,7 +17,10 @@ so a second run on the same store stops at once instead of sending the same requ
 A sample whose task still fails after its retries is written as an error trace and counted;
 the flow then writes the manifest and summary and ends **Failed**, saying how many, so that a
 retry of the flow run (UI or API) is meaningful: it takes finished samples from the cache and
-generates only the rest.
+generates only the rest. A sample the teacher rejected (a 4xx other than a bad key) or whose
+conversation hit the teacher's context or image limit is finished: neither retried nor counted
+as unfinished. When the first samples to finish were all rejected alike (``FailFast``), no
+further sample starts and the flow ends Failed with that one line.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from prefect.utilities.annotations import quote
 from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.generate import SUMMARY, SampleRange, StorageSpec, is_retryable, plan_keys, write_outputs
+from geodistil.generate import (
+    SUMMARY, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
+)
 from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
 from geodistil.store import RunLock, TraceStore
@@ -56,7 +61,7 @@ def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> Trace
     """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way."""
     try:
         record = TraceRecord.of(store.read_trace(job.name), job.name)
-        if is_retryable(record):
+        if is_unfinished(record):
             return record
     except Exception:
         pass  # no trace, a torn one, or one left by an earlier run: the stand-in tells the truth
@@ -65,22 +70,28 @@ def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> Trace
 
 
 async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
-                            finish: Callable[[SampleJob, State], Awaitable[TraceRecord]]) -> list[TraceRecord]:
-    """Await the tasks on this event loop, at most ``limit`` at a time; records in job order."""
+                            finish: Callable[[SampleJob, State], Awaitable[TraceRecord]],
+                            fail_fast: FailFast) -> list[TraceRecord]:
+    """Await the tasks on this event loop, at most ``limit`` at a time; records in job order,
+    none for the jobs not started because ``fail_fast`` said stop."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def one(job: SampleJob) -> TraceRecord:
+    async def one(job: SampleJob) -> TraceRecord | None:
         async with semaphore:
+            if fail_fast.reason:
+                return None
             # quoted: Prefect would otherwise walk the whole job (settings and all) twice per task
             state = await sample_task(quote(job), return_state=True)
         return await finish(job, state)
 
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+    return [r for r in await asyncio.gather(*(one(job) for job in jobs)) if r is not None]
 
 
 async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
-                              finish: Callable[[SampleJob, State], Awaitable[TraceRecord]]) -> list[TraceRecord]:
-    """Submit the tasks to the flow's task runner, keeping ``limit`` in flight; records in job order.
+                              finish: Callable[[SampleJob, State], Awaitable[TraceRecord]],
+                              fail_fast: FailFast) -> list[TraceRecord]:
+    """Submit the tasks to the flow's task runner, keeping ``limit`` in flight; records in job
+    order, none for the jobs not submitted because ``fail_fast`` said stop.
 
     A finished future wakes this loop through its done callback (called on a thread of the
     runner), so nothing here blocks on a future, and results are read while others run.
@@ -106,9 +117,10 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
         # the API knows so far, which may not yet be final: a finished sample counted as failed.
         await asyncio.to_thread(future.wait)
         records[i] = asyncio.ensure_future(finish(jobs[i], future.state))
-        for j in islice(upcoming, 1):
-            submit(j)
-    return list(await asyncio.gather(*(records[i] for i in range(len(jobs)))))
+        if not fail_fast.reason:
+            for j in islice(upcoming, 1):
+                submit(j)
+    return list(await asyncio.gather(*(records[i] for i in sorted(records))))
 
 
 # Not persisted on purpose: when a failed flow run is retried, Prefect reuses a finished subflow's
@@ -127,10 +139,12 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
                       refresh=refresh)
             for i, r in plan_keys(range(first, last + 1), settings.generation.rollouts_per_sample)]
     done = 0
+    fail_fast = FailFast()
 
     async def finish(job: SampleJob, state: State) -> TraceRecord:
         nonlocal done
         record = await state.result() if state.is_completed() else _record_of_failure(store, job, state)
+        fail_fast.add(record)
         done += 1
         if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
             logger.info("chunk %d-%d: %d/%d traces written", first, last, done, len(jobs))
@@ -139,7 +153,7 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
 
     run = _run_on_flow_loop if runner == "local" else _run_on_task_runner
     try:
-        return await run(sample_task, jobs, settings.generation.max_concurrency, finish)
+        return await run(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
     finally:
         await close_shared_contexts()
         release_free_memory()  # keeps a long run's memory flat from chunk to chunk
@@ -170,12 +184,15 @@ async def generate_flow(
     ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
     (``tcp://host:8786``); every worker must see the dataset and the trace store at the same
     paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
-    and at once (``StoreLockedError``) if another run holds the store's lock.
+    or if the teacher rejected the first samples alike (then no later sample was started), and at
+    once (``StoreLockedError``) if another run holds the store's lock.
     """
     logger = get_run_logger()
     settings = RolloutSettings(teacher=teacher, generation=generation, tools=tools, image=image)
     ds = await asyncio.to_thread(open_dataset, dataset)
-    indices = samples.indices(len(ds))
+    indices = samples.indices(len(ds))  # ConfigError, and the run fails, when the range holds no sample
+    if shortfall := samples.shortfall(len(ds)):
+        logger.warning(shortfall)
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
                 teacher.model, redact_url(teacher.resolved_base_url()))
@@ -187,18 +204,27 @@ async def generate_flow(
         logger.warning("%s: took over the run lock of %s, which is gone", storage.url, lock.replaced.describe())
     try:
         records: list[TraceRecord] = []
+        stopped = None
         for first in range(indices.start, indices.stop, chunk_size):
             last = min(first + chunk_size, indices.stop) - 1
-            records.extend(await chunk_flow(dataset, storage, settings, first, last, refresh, runner))
+            chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner)
+            records.extend(chunk)
+            if len(chunk) < (last - first + 1) * generation.rollouts_per_sample:  # the chunk stopped early
+                stopped = (stop_reason_of([r for r in chunk if not r.ok])
+                           or "stopped: the teacher rejected the first samples")
+                break
         extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint,
-                 "settings_fingerprint": settings.fingerprint()}
+                 "settings_fingerprint": settings.fingerprint(), **({"stopped": stopped} if stopped else {})}
         summary = await write_run_outputs(storage, records, extra)
     finally:
         await asyncio.to_thread(lock.release)
+    if stopped:
+        logger.error(stopped)
+        return Failed(message=stopped)
     logger.info("done: %d traces, %d ok, %d failed, parse rate %.2f, mean distance %s km",
                 summary["total"], summary["success"], summary["failed"], summary["parse_success_rate"],
                 summary["mean_distance_km"])
-    unfinished = [r for r in records if is_retryable(r)]
+    unfinished = [r for r in records if is_unfinished(r)]
     if unfinished:
         kinds = Counter(r.error_kind for r in unfinished)
         message = (f"{len(unfinished)} of {len(records)} samples failed after retries "

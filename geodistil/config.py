@@ -11,12 +11,45 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from geodistil.dialects import ALIASES, DialectName
+from geodistil.errors import ConfigError
+from geodistil.profiles import OPTIONAL, PROFILE_CHOICES
 from geodistil.redact import redact_url
+
+ENV_PREFIX = "env:"
+_SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    """A header or body field whose value must never be shown (Authorization, *key*, *token*, ...;
+    not ``max_tokens``, a count)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def _resolve_env(where: str, value: Any) -> Any:
+    if not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+        return value
+    variable = value.removeprefix(ENV_PREFIX)
+    if variable not in os.environ:
+        raise ConfigError(f"{where}: environment variable {variable} is not set")
+    return os.environ[variable]
+
+
+def _no_literal_secrets(where: str, mapping: dict[str, Any] | None) -> None:
+    for name, value in (mapping or {}).items():
+        if looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+            raise ValueError(f"{where} {name} looks secret: give its value as env:VARIABLE, never literally")
+
+
+def redacted(mapping: dict[str, Any] | None) -> dict[str, Any]:
+    """``mapping`` as it may be shown: the values of secret-looking names replaced."""
+    return {k: ("<redacted>" if looks_secret(k) else v) for k, v in (mapping or {}).items()}
 
 
 class BoxConvention(str, Enum):
@@ -42,12 +75,48 @@ class TeacherConfig(_Model):
     max_retries: int = Field(6, ge=0, le=20, description="retries on 429 / 5xx / timeouts / connection errors")
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
-    tool_style: Literal["text", "native"] = Field(
-        "text", description="text: <tool_call> JSON in the reply (Qwen/Hermes); native: OpenAI tools"
-    )
+    profile: Literal[PROFILE_CHOICES] = Field(  # type: ignore[valid-type]
+        "auto", description="server profile deciding the request parameters (see geodistil.profiles); "
+                            "auto: from the model name, the base URL and /v1/models")
+    tool_style: DialectName | None = Field(
+        None, description="tool-call dialect: hermes (<tool_call> JSON, Qwen/InternVL), qwen3_xml "
+                          "(<tool_call><function=..>, Qwen3-Coder), native (OpenAI tools); text: hermes; "
+                          "default: the server profile's")
+    extra_body: dict[str, Any] | None = Field(
+        None, description="more request parameters, sent as they are (e.g. {'chat_template_kwargs': ...}); "
+                          "a secret-looking one must be 'env:VARIABLE', read when the request is built")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra HTTP headers; a secret-looking one (Authorization, *key*, "
+                                          "*token*, *secret*) must be 'env:VARIABLE', read when the client is built")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_hold_no_secret(cls, headers: dict[str, str]) -> dict[str, str]:
+        _no_literal_secrets("header", headers)
+        return headers
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_holds_no_secret(cls, extra_body: dict[str, Any] | None) -> dict[str, Any] | None:
+        _no_literal_secrets("extra_body field", extra_body)
+        return extra_body
+
+    @field_validator("tool_style", mode="before")
+    @classmethod
+    def _dialect_alias(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
 
     def resolved_base_url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+    def resolved_headers(self) -> dict[str, str]:
+        """The headers to send, ``env:`` values read from the environment now."""
+        return {name: _resolve_env(f"header {name}", value) for name, value in self.headers.items()}
+
+    def resolved_extra_body(self) -> dict[str, Any]:
+        """``extra_body`` to send, ``env:`` values of secret-looking fields read from the environment now."""
+        return {name: _resolve_env(f"extra_body field {name}", value) if looks_secret(name) else value
+                for name, value in (self.extra_body or {}).items()}
 
     def api_key(self) -> str:
         # servers such as vLLM accept any key; the openai client insists on one
@@ -56,6 +125,9 @@ class TeacherConfig(_Model):
 
 class ImageConfig(_Model):
     max_pixels: int = Field(1024 * 768, ge=28 * 28, description="pixel cap of images sent to the teacher")
+    max_decoded_pixels: int = Field(
+        50_000_000, ge=28 * 28, description="pixel cap of a dataset image once decoded (a JPEG decodes at a reduced "
+        "scale first); a larger one is that sample's error, so memory per sample stays bounded")
     jpeg_quality: int = Field(90, ge=50, le=100)
     image_format: Literal["png", "jpeg"] = "jpeg"
 
@@ -71,10 +143,22 @@ class GenerationConfig(_Model):
     max_turns: int = Field(6, ge=1, le=50)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(2048, ge=16)
+    max_tokens: int = Field(2048, ge=16, description="completion tokens per turn (max_completion_tokens where the "
+                                                       "server wants that name)")
     seed: int | None = 0
+    top_k: int | None = Field(None, ge=-1, description="vLLM, SGLang, llama.cpp")
+    repetition_penalty: float | None = Field(None, gt=0, description="vLLM, SGLang, llama.cpp (repeat_penalty)")
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="OpenAI reasoning models, Gemini; vLLM / SGLang pass it to the chat template")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="vLLM, SGLang, llama.cpp, e.g. {'enable_thinking': false}")
+    mm_processor_kwargs: dict[str, Any] | None = Field(None, description="vLLM, SGLang, e.g. {'max_pixels': 1003520}")
     rollouts_per_sample: int = Field(1, ge=1, le=64)
     max_concurrency: int = Field(64, ge=1, le=4096)
+
+    def optional(self) -> dict[str, Any]:
+        """The settings only some servers take (``geodistil.profiles.OPTIONAL``), None when not set."""
+        return {name: getattr(self, name) for name in OPTIONAL}
 
 
 class RolloutSettings(_Model):
@@ -97,6 +181,8 @@ class RolloutSettings(_Model):
                 "base_url": redact_url(self.teacher.resolved_base_url()),  # a new key is the same teacher
                 "model": self.teacher.model,
                 "tool_style": self.teacher.tool_style,
+                "profile": self.teacher.profile,
+                "extra_body": self.teacher.extra_body,
             },
             "generation": self.generation.model_dump(exclude={"max_concurrency"}),
             "tools": self.tools.model_dump(mode="json"),

@@ -19,12 +19,14 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from geodistil.dialects import ALIASES
 from geodistil.errors import ConfigError
 from geodistil.scan import ScannedTrace, scan
+from geodistil.scoring import AnswerFormat
 from geodistil.store import TraceStore, parse_trace_name
 from geodistil.trace import Trace
 
@@ -35,6 +37,7 @@ DIFFICULTY_FILE = "difficulty.jsonl"
 TRACE_MANIFEST = "manifest.json"  # same shape as the generation run's manifest
 DIFFICULTIES = ("easy", "medium", "hard")
 UNREADABLE = "readable"  # the pseudo-rule that unreadable or missing files fail
+ANSWER_FORMATS: tuple[AnswerFormat, ...] = get_args(AnswerFormat)
 
 
 # -- filter rules -------------------------------------------------------------------------
@@ -118,6 +121,31 @@ class NoFailedToolCall:
                                      f"{failed[0].error}")
 
 
+@dataclass
+class AnswerFormats:
+    """Keeps answers written in one of ``formats`` (a trace without an answer is ParseSuccess's)."""
+
+    formats: tuple[str, ...]
+    name: str = "answer_format"
+
+    def keep(self, trace: Trace) -> Verdict:
+        fmt = trace.answer_format
+        return fmt is None or fmt in self.formats or (False, f"answer written as {fmt}")
+
+
+@dataclass
+class PromptedDialect:
+    """Drops traces with a tool call in another dialect than the one the teacher was prompted in."""
+
+    name: str = "prompted_dialect"
+
+    def keep(self, trace: Trace) -> Verdict:
+        prompted = trace.teacher.tool_style if trace.teacher else None
+        prompted = ALIASES.get(prompted, prompted) if prompted else None
+        other = sorted({c.dialect for c in trace.tool_calls_log if c.dialect and c.dialect != prompted})
+        return not other or (False, f"tool calls in {', '.join(other)}, prompted in {prompted}")
+
+
 def _normalise(text: str | None) -> str:
     return re.sub(r"\s+", " ", (text or "").lower()).strip()
 
@@ -163,6 +191,11 @@ class FilterConfig(BaseModel):
     required_tools: tuple[str, ...] = Field((), description="tools every kept trace must call successfully")
     forbidden_tools: tuple[str, ...] = Field((), description="tools no kept trace may call")
     no_failed_tool_call: bool = Field(True, description="drop traces with a failed tool call")
+    answer_formats: tuple[AnswerFormat, ...] = Field(
+        ANSWER_FORMATS, description="answer formats to keep: boxed, glm_box, plain_last_line (the prompt's "
+                                    "format ignored)")
+    prompted_dialect_only: bool = Field(False, description="drop traces with a tool call in another dialect "
+                                                           "than the prompted one")
     dedup_answers: bool = Field(True, description="drop rollouts whose final answer nearly repeats a kept one")
     dedup_similarity: float = Field(0.95, ge=0.5, le=1.0, description="difflib ratio counted as a repeat")
 
@@ -190,6 +223,10 @@ def build_rules(config: FilterConfig) -> list[Rule]:
         rules.append(ForbiddenTools(tuple(config.forbidden_tools)))
     if config.no_failed_tool_call:
         rules.append(NoFailedToolCall())
+    if set(config.answer_formats) != set(ANSWER_FORMATS):
+        rules.append(AnswerFormats(tuple(config.answer_formats)))
+    if config.prompted_dialect_only:
+        rules.append(PromptedDialect())
     if config.dedup_answers:
         rules.append(DistinctAnswers(config.dedup_similarity))
     return rules

@@ -2,15 +2,22 @@
 
 A dataset is a Hugging Face ``datasets`` dataset: a ``save_to_disk`` folder (local or any
 fsspec URL) or a hub id + split. Columns are mapped to image / latitude / longitude / clues,
-auto-detected when not given. A row that cannot be used raises ``SampleError`` naming its
-index; it never stops the other samples.
+auto-detected when not given. A dataset that cannot be opened, or has no rows, raises
+``ConfigError`` saying so in one line. A row that cannot be used raises ``SampleError``
+naming its index; it never stops the other samples.
+
+An image is decoded no larger than it needs to be (``Decoding``): a photo far larger than
+what is sent decodes at a reduced scale, and one that would still decode to more than a cap
+of pixels is that sample's error, so memory per sample stays bounded whatever the dataset holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +26,15 @@ import fsspec
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodistil.errors import ConfigError, SampleError
+from geodistil.errors import ConfigError, GeodistilError, SampleError
+from geodistil.images import decode, decode_scale, decoding_size
 
 IMAGE_CANDIDATES = ("image", "img", "photo", "picture")
 LAT_CANDIDATES = ("latitude", "lat")
 LON_CANDIDATES = ("longitude", "lon", "lng", "long")
 CLUES_CANDIDATES = ("clues", "clue", "text", "hints", "caption")
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "name" or "owner/name": tried on the hub when no such folder exists
+OPEN_HINT = "give a datasets save_to_disk folder (local or s3://...) or a Hugging Face hub id"
 
 
 class DatasetSpec(BaseModel):
@@ -41,15 +51,31 @@ class DatasetSpec(BaseModel):
     storage_options: dict[str, Any] | None = Field(None, description="fsspec options for remote folders")
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How ``GeoDataset.sample`` decodes a row's image.
+
+    ``scale`` repeats a recorded decode scale (replay); otherwise ``fit``, the pixels the image
+    is sent at, lets a large image decode at the scale ``images.decode_scale`` allows. Beyond
+    ``max_pixels`` decoded pixels the sample is an error. The default is a full decode, uncapped.
+    """
+
+    fit: int | None = None
+    scale: int | None = None
+    max_pixels: int | None = None
+
+
 @dataclass
 class Sample:
     index: int
     image: Image.Image
+    original_size: tuple[int, int]  # the stored image's; ``image`` is smaller when decoded at a reduced scale
     lat: float
     lon: float
     clues: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     encoded: bytes | None = None  # the image file as stored, when the row holds one
+    decode_scale: int = 1  # ``image`` is the stored image decoded at 1/decode_scale (see ``images.decode``)
 
 
 def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
@@ -67,10 +93,54 @@ def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], wh
     return None
 
 
-def _is_saved_dataset(path: str, storage_options: dict[str, Any] | None) -> bool:
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    return any(fs.exists(f"{root.rstrip('/')}/{marker}") for marker in
-               ("dataset_info.json", "state.json", "dataset_dict.json"))
+def _is_saved_dataset(fs: Any, root: str) -> bool:
+    return any(fs.exists(f"{root}/{marker}") for marker in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _empty_parts(fs: Any, root: str) -> list[str]:
+    """The parts of a saved dataset without a data file ('' for a plain dataset, else split
+    names): ``load_from_disk`` fails on them with an ``IndexError`` that says nothing useful."""
+    def empty(folder: str) -> bool:
+        try:
+            return not json.loads(fs.cat_file(f"{folder}/state.json")).get("_data_files", [None])
+        except (OSError, ValueError, AttributeError):
+            return False  # not a part we can judge: load_from_disk says what is wrong
+
+    if fs.exists(f"{root}/dataset_dict.json"):
+        splits = json.loads(fs.cat_file(f"{root}/dataset_dict.json")).get("splits", [])
+        return [split for split in splits if empty(f"{root}/{split}")]
+    return [""] if empty(root) else []
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _load(spec: DatasetSpec) -> Any:
+    """The ``datasets`` object a spec names; ``ConfigError``, in one line, when there is none."""
+    import datasets
+
+    problem = "cannot be opened"
+    try:
+        fs, root = fsspec.core.url_to_fs(spec.path, **(spec.storage_options or {}))
+        root = root.rstrip("/")
+        if _is_saved_dataset(fs, root):
+            empty = _empty_parts(fs, root)
+            if empty:
+                where = "" if empty == [""] else f" in split{'s' * (len(empty) > 1)} {', '.join(empty)}"
+                raise ConfigError(f"dataset {spec.path} has no rows{where}: point it at a dataset with samples")
+            return datasets.load_from_disk(spec.path, storage_options=spec.storage_options)
+        if not fs.exists(root):
+            if not HUB_ID.fullmatch(spec.path):
+                raise ConfigError(f"dataset {spec.path} does not exist: {OPEN_HINT}")
+            problem = "is no folder here and cannot be loaded from the hub"
+        # a folder of data files, or a hub id: needs network, kept real for users who have it
+        return datasets.load_dataset(spec.path, split=spec.split or "train")
+    except GeodistilError:
+        raise
+    except Exception as exc:  # datasets and fsspec raise many kinds; the user needs one line
+        raise ConfigError(f"dataset {spec.path} {problem} ({_first_line(exc)}): {OPEN_HINT}") from exc
 
 
 class GeoDataset:
@@ -80,10 +150,7 @@ class GeoDataset:
         import datasets
 
         self.spec = spec
-        if _is_saved_dataset(spec.path, spec.storage_options):
-            loaded = datasets.load_from_disk(spec.path, storage_options=spec.storage_options)
-        else:  # a hub id: needs network, kept real for users who have it
-            loaded = datasets.load_dataset(spec.path, split=spec.split or "train")
+        loaded = _load(spec)
         if isinstance(loaded, datasets.DatasetDict):
             split = spec.split or ("train" if "train" in loaded else None)
             if split is None and len(loaded) == 1:
@@ -94,6 +161,9 @@ class GeoDataset:
             self.split: str | None = split
         else:
             self.split = spec.split
+        if len(loaded) == 0:
+            split = f" (split {self.split})" if self.split else ""
+            raise ConfigError(f"dataset {spec.path}{split} has no rows: point it at a dataset with samples")
         columns = list(loaded.column_names)
         self.image_column = _pick(columns, spec.image_column, IMAGE_CANDIDATES, "image")
         self.lat_column = _pick(columns, spec.lat_column, LAT_CANDIDATES, "latitude")
@@ -125,26 +195,30 @@ class GeoDataset:
         with self._lock:
             return self._ds[index]
 
-    def sample(self, index: int) -> Sample:
-        """The sample at ``index``; ``SampleError`` names the index and the problem."""
+    def sample(self, index: int, decoding: Decoding = Decoding()) -> Sample:
+        """The sample at ``index``, its image decoded per ``decoding``; ``SampleError`` names the
+        index and the problem."""
         row = self.row(index)
-        image, encoded = _decode_image(index, row.get(self.image_column))
+        image, size, scale, encoded = _decode_image(index, row.get(self.image_column), decoding)
         lat = _coordinate(index, row.get(self.lat_column), "latitude", 90.0)
         lon = _coordinate(index, row.get(self.lon_column), "longitude", 180.0)
         clues = row.get(self.clues_column) if self.clues_column else None
         used = {self.image_column, self.lat_column, self.lon_column, self.clues_column}
         meta = {k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool))}
-        return Sample(index=index, image=image, lat=lat, lon=lon,
-                      clues=str(clues) if clues is not None else None, meta=meta, encoded=encoded)
+        return Sample(index=index, image=image, original_size=size, lat=lat, lon=lon,
+                      clues=str(clues) if clues is not None else None, meta=meta, encoded=encoded, decode_scale=scale)
 
 
-def _decode_image(index: int, value: Any) -> tuple[Image.Image, bytes | None]:
-    """The decoded image, and the file's bytes when the row holds a file rather than pixels."""
+def _decode_image(index: int, value: Any, decoding: Decoding
+                  ) -> tuple[Image.Image, tuple[int, int], int, bytes | None]:
+    """The decoded image, its stored size, the scale it was decoded at, and the file's bytes
+    when the row holds a file rather than pixels."""
     if value is None:
         raise SampleError(index, "image is missing")
     try:
-        if isinstance(value, Image.Image):
-            return value, None
+        if isinstance(value, Image.Image):  # decoded already: nothing to scale, nothing to save
+            _check_pixels(index, value.size, value.size, decoding.max_pixels)
+            return value, value.size, 1, None
         if isinstance(value, dict) and value.get("bytes"):
             data = bytes(value["bytes"])
         elif isinstance(value, dict) and value.get("path"):
@@ -157,13 +231,25 @@ def _decode_image(index: int, value: Any) -> tuple[Image.Image, bytes | None]:
                 data = f.read()
         else:
             raise SampleError(index, f"image has an unsupported type {type(value).__name__}")
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = Image.open(io.BytesIO(data))  # reads the header only: the size, before any pixel
+        size = image.size
+        scale = decoding.scale or (decode_scale(size, decoding.fit) if decoding.fit else 1)
+        _check_pixels(index, size, decoding_size(image, scale), decoding.max_pixels)
+        image = decode(image, scale)
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many kinds for a broken file
         raise SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    return image, data
+    return image, size, scale, data
+
+
+def _check_pixels(index: int, size: tuple[int, int], decoding: tuple[int, int], max_pixels: int | None) -> None:
+    """``SampleError`` when decoding an image of ``size`` would hold more than ``max_pixels`` pixels."""
+    w, h = decoding
+    if max_pixels is not None and w * h > max_pixels:
+        raise SampleError(index, f"image {size[0]}x{size[1]} would decode to {w}x{h}, {w * h / 1e6:.1f} megapixels, "
+                                 f"above the cap of {max_pixels / 1e6:.1f} (image.max_decoded_pixels): "
+                                 "downscale it in the dataset or raise the cap")
 
 
 def _coordinate(index: int, value: Any, what: str, limit: float) -> float:

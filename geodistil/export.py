@@ -11,11 +11,12 @@ Two formats:
   hash, so the photo shared by a sample's rollouts is stored once) and a ``dataset_info.json``
   that LLaMA-Factory reads with ``dataset_dir`` pointing at ``sharegpt/``.
 
-The conversation is normalised for training: native OpenAI tool calls become
-``<tool_call>{json}</tool_call>`` text in the assistant turn (the Qwen/Hermes convention the
-text style already uses), tool-role results are folded into the next user turn, and a trailing
-user turn (tool results after the last turn of a ``max_turns`` trace) is dropped, so every row
-alternates user and assistant and ends with the assistant.
+The conversation is normalised for training: native OpenAI tool calls become text in the
+assistant turn, written by the trace's dialect (``<tool_call>{json}</tool_call>`` for hermes and
+native, the Qwen/Hermes convention chat templates render), tool-role results are folded into
+the next user turn, and a trailing user turn (tool results after the last turn of a
+``max_turns`` trace) is dropped, so every row alternates user and assistant and ends with the
+assistant.
 
 Traces that failed, cannot be replayed, or whose rebuilt pixels differ from the recorded
 sha256 are skipped and listed with the reason in ``export-<format>.json``.
@@ -41,6 +42,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
+from geodistil.dialects import dialect_named
 from geodistil.errors import GeodistilError
 from geodistil.images import encode, pixel_sha256
 from geodistil.scan import ScannedTrace, scan
@@ -73,22 +75,11 @@ class Turn:
         return "".join(p for p in self.parts if isinstance(p, str))
 
 
-def _tool_call_text(call: dict[str, Any]) -> str:
-    function = call.get("function") or {}
-    arguments: Any = function.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            pass  # kept as the teacher wrote it: the tool log shows it failed
-    return "<tool_call>\n" + json.dumps({"name": function.get("name"), "arguments": arguments},
-                                        ensure_ascii=False) + "\n</tool_call>"
-
-
 def training_turns(trace: Trace, include_reasoning: bool = False) -> list[Turn]:
     """The trace's conversation as alternating user / assistant turns (after an optional system turn)."""
     turns: list[Turn] = []
     pending_tool_text: list[str] = []  # tool-role results wait for the next user turn
+    dialect = dialect_named(trace.teacher.tool_style if trace.teacher else "hermes")
 
     def user(parts: list[str | int]) -> None:
         if pending_tool_text:
@@ -116,7 +107,7 @@ def training_turns(trace: Trace, include_reasoning: bool = False) -> list[Turn]:
             text = message.text()
             if include_reasoning and message.reasoning:
                 text = f"<think>\n{message.reasoning}\n</think>\n\n{text}"
-            calls = "\n".join(_tool_call_text(c) for c in message.tool_calls or [])
+            calls = "\n".join(dialect.native_call_text(c) for c in message.tool_calls or [])
             turns.append(Turn("assistant", ["\n".join(t for t in (text, calls) if t)]))
     while turns and turns[-1].role != "assistant":
         turns.pop()

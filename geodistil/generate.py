@@ -9,6 +9,7 @@ flows in ``flows/`` wrap ``run_one`` per sample instead, for retries, caching an
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import TraceError
+from geodistil.errors import ConfigError, TeacherRejected, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import TraceStore, trace_name
@@ -24,9 +25,9 @@ from geodistil.trace import TraceRecord
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+FAIL_FAST_AFTER = 3
 
-# errors worth another try on a re-run; a broken sample stays broken
-RETRYABLE_KINDS = ("teacher_error", "internal_error")
+log = logging.getLogger(__name__)
 
 
 class StorageSpec(BaseModel):
@@ -43,18 +44,74 @@ class StorageSpec(BaseModel):
 
 
 class SampleRange(BaseModel):
+    """Which samples a run takes: ``num_samples`` from ``start`` (default: all to the end)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: int = Field(0, ge=0)
     num_samples: int | None = Field(None, ge=1, description="default: every sample from start")
 
     def indices(self, dataset_len: int) -> range:
+        """The indices to run; ``ConfigError`` when the range holds none, since a run of zero
+        samples is never what was asked for (``num_samples`` is at least 1)."""
+        if self.start >= dataset_len:
+            raise ConfigError(f"start {self.start} is past the end of the dataset ({dataset_len} samples, "
+                              f"indices 0 to {dataset_len - 1}): give a start below {dataset_len}")
         stop = dataset_len if self.num_samples is None else min(dataset_len, self.start + self.num_samples)
-        return range(self.start, max(self.start, stop))
+        return range(self.start, stop)
+
+    def shortfall(self, dataset_len: int) -> str | None:
+        """A one-line warning when the dataset ends before ``num_samples`` samples from ``start``."""
+        if self.num_samples is None or self.start + self.num_samples <= dataset_len:
+            return None
+        runs = len(self.indices(dataset_len))
+        return (f"num_samples {self.num_samples} from start {self.start} goes past the end of the dataset "
+                f"({dataset_len} samples): {runs} will run")
 
 
 def is_retryable(record: TraceRecord) -> bool:
-    return not record.ok and (record.error_kind or "").startswith(RETRYABLE_KINDS)
+    """A failed sample worth another try within this run (Prefect's task retries): a transient error."""
+    cls = error_class(record.error_kind)
+    return not record.ok and cls is not None and cls.retryable
+
+
+def is_unfinished(record: TraceRecord) -> bool:
+    """A failed sample that a re-run of the same settings generates again (a broken row, a
+    rejected request or a limit does not; a transient error or a bad key does)."""
+    cls = error_class(record.error_kind)
+    return not record.ok and cls is not None and cls.rerun
+
+
+class FailFast:
+    """Says when to stop starting samples: the first ``after`` samples to finish were all
+    rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
+    wrong model name), so every later one would be too. Judged once, on those first samples:
+    a run that got going is never stopped by this.
+    """
+
+    def __init__(self, after: int = FAIL_FAST_AFTER) -> None:
+        self.after = after
+        self.reason: str | None = None
+        self._first: list[TraceRecord] = []
+
+    def add(self, record: TraceRecord) -> None:
+        if len(self._first) >= self.after:
+            return
+        self._first.append(record)
+        if len(self._first) == self.after:
+            self.reason = stop_reason_of(self._first)
+            if self.reason:
+                log.error("%s", self.reason)
+
+
+def stop_reason_of(records: list[TraceRecord]) -> str | None:
+    """The one-line reason to stop, if ``records`` were all rejected by the teacher with one kind."""
+    kinds = {r.error_kind for r in records}
+    cls = error_class(next(iter(kinds))) if len(kinds) == 1 else None
+    if not records or any(r.ok for r in records) or cls is None or not issubclass(cls, TeacherRejected):
+        return None
+    return (f"stopped: the teacher rejected the first {len(records)} samples alike ({records[0].error_kind}), "
+            f"so it would reject the rest: {records[0].error}")
 
 
 def plan_keys(indices: Iterable[int], rollouts: int) -> Iterator[tuple[int, int]]:
@@ -72,7 +129,7 @@ def finished_record(store: TraceStore, name: str, settings_fingerprint: str) -> 
     if trace.teacher is None or trace.teacher.settings_fingerprint != settings_fingerprint:
         return None
     record = TraceRecord.of(trace, name)
-    return None if is_retryable(record) else record
+    return None if is_unfinished(record) else record
 
 
 async def run_one(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext,
@@ -108,7 +165,11 @@ async def generate(
     resume: bool = True,
     on_record: Callable[[TraceRecord], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate traces for a range of samples; returns the run summary."""
+    """Generate traces for a range of samples; returns the run summary.
+
+    When the teacher rejects the first samples alike (``FailFast``), no further sample is
+    started and the summary's ``stopped`` says why.
+    """
     ds = await asyncio.to_thread(open_dataset, dataset)
     store = storage.store()
     rollouts = settings.generation.rollouts_per_sample
@@ -117,12 +178,15 @@ async def generate(
     existing = store.trace_keys() if resume else set()
     records: list[TraceRecord] = []
     requested = 0
+    fail_fast = FailFast()
 
     ctx = RolloutContext.create(settings)
     try:
         async def worker() -> None:
             nonlocal requested
             for index, r in keys:  # one shared iterator: never more keys in memory than workers
+                if fail_fast.reason:
+                    return
                 name = trace_name(index, r, rollouts)
                 record = None
                 if (index, r) in existing:
@@ -130,6 +194,7 @@ async def generate(
                 if record is None:
                     requested += 1
                     record = await run_one(ds, index, r, ctx, store)
+                    fail_fast.add(record)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -139,4 +204,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
+    if fail_fast.reason:
+        extra["stopped"] = fail_fast.reason
     return await asyncio.to_thread(write_outputs, store, records, extra)

@@ -1,7 +1,9 @@
 """Rebuilding every image of a trace from the dataset and the tool log, and proving it.
 
-Replay opens the dataset at ``dataset_path``, takes ``sample_index``, preprocesses as recorded,
-re-applies each successful tool call in order and compares every image's pixel hash.
+Replay opens the dataset at ``dataset_path``, takes ``sample_index``, decodes and preprocesses
+as recorded, re-applies each successful tool call in order and compares every image's pixel
+hash. A trace that cannot be rebuilt (its dataset moved, a file that is no trace) is that
+trace's failure, named, and never stops the others.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from geodistil.config import BoxConvention, ToolsConfig
-from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import GeodistilError, ReplayError
+from geodistil.data import DatasetSpec, Decoding, GeoDataset, open_dataset
+from geodistil.errors import GeodistilError, ReplayError, SampleError
 from geodistil.images import pixel_sha256, preprocess
+from geodistil.scan import scan
 from geodistil.store import TraceStore
 from geodistil.tools import TOOL_NAMES, TOOLS_VERSION, Tool, build_tools
-from geodistil.trace import Trace
+from geodistil.trace import Preprocess, Trace
 
 
 @dataclass
@@ -34,10 +37,16 @@ class ReplayResult:
 
 @dataclass
 class ReplaySummary:
-    traces: int = 0
-    images: int = 0
-    skipped: int = 0
-    failures: list[str] = field(default_factory=list)
+    traces: int = 0  # traces read: verified, skipped or failed
+    images: int = 0  # images rebuilt and verified
+    skipped: int = 0  # error traces without an image to replay
+    failed: int = 0  # traces with an image that could not be rebuilt or differs
+    unreadable: int = 0  # files that are no readable trace, or missing from the store's range
+    failures: list[str] = field(default_factory=list)  # one line per problem, each naming its trace
+
+    @property
+    def verified(self) -> int:
+        return self.traces - self.skipped - self.failed
 
     @property
     def ok(self) -> bool:
@@ -51,14 +60,30 @@ def _tools_for(trace: Trace) -> dict[str, Tool]:
 
 
 def rebuild_images(trace: Trace, dataset: GeoDataset | None = None) -> list[Image.Image]:
-    """Every image of the conversation, ref-indexed (ref 0 = the dataset image as sent)."""
+    """Every image of the conversation, ref-indexed (ref 0 = the dataset image as sent).
+
+    Whatever goes wrong is a ``ReplayError`` naming the sample: a dataset that cannot be opened,
+    a row that no longer decodes, a tool that fails on its recorded arguments.
+    """
     if trace.preprocess is None:
         raise ReplayError(f"sample {trace.sample_index}: the trace has no image to replay ({trace.error})")
+    try:
+        return _rebuild(trace, trace.preprocess, dataset)
+    except ReplayError:
+        raise
+    except GeodistilError as exc:  # a SampleError names the sample already
+        raise ReplayError(str(exc) if isinstance(exc, SampleError) else f"sample {trace.sample_index}: {exc}") from exc
+    except Exception as exc:  # a trace is data: one that breaks a tool is its own failure
+        raise ReplayError(f"sample {trace.sample_index}: {type(exc).__name__}: {exc}") from exc
+
+
+def _rebuild(trace: Trace, recorded: Preprocess, dataset: GeoDataset | None) -> list[Image.Image]:
     dataset = dataset or open_dataset(DatasetSpec(path=trace.dataset_path, split=trace.dataset_split))
     if dataset.fingerprint != trace.dataset_fingerprint:
         raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
                           f"from the trace's {trace.dataset_fingerprint}: the data changed")
-    images = [preprocess(dataset.sample(trace.sample_index).image, trace.preprocess.max_pixels)]
+    sample = dataset.sample(trace.sample_index, Decoding(scale=recorded.decode_scale))
+    images = [preprocess(sample.image, recorded.max_pixels)]
     tools = _tools_for(trace)
     for call in trace.tool_calls_log:
         if not call.success:
@@ -95,17 +120,19 @@ def verify_trace(trace: Trace, name: str = "", dataset: GeoDataset | None = None
 
 
 def verify_store(store: TraceStore, on_result: Callable[[ReplayResult], None] | None = None) -> ReplaySummary:
-    """Verify every trace of a store; unreadable traces count as failures by name."""
+    """Verify every trace of a store; unreadable and missing traces count as failures by name."""
     summary = ReplaySummary()
-    for name, item in store.iter_traces():
-        if isinstance(item, Exception):
-            summary.failures.append(str(item))
+    for item in scan(store):
+        if item.trace is None:
+            summary.unreadable += 1
+            summary.failures.append(str(item.error))
             continue
-        result = verify_trace(item, name)
+        result = verify_trace(item.trace, item.name)
         summary.traces += 1
         summary.images += result.images
         summary.skipped += result.skipped is not None
-        summary.failures.extend(f"{name}: {m}" for m in result.mismatches)
+        summary.failed += not result.ok
+        summary.failures.extend(f"{item.name}: {m}" for m in result.mismatches)
         if on_result is not None:
             on_result(result)
     return summary

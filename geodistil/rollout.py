@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
@@ -17,15 +17,15 @@ from typing import Any
 from PIL import Image
 
 import geodistil
-from geodistil import prompts
-from geodistil.config import RolloutSettings
-from geodistil.data import GeoDataset, Sample
-from geodistil.errors import SampleError, TeacherError, ToolError
+from geodistil import prompts, reasoning
+from geodistil.config import ImageConfig, RolloutSettings
+from geodistil.data import Decoding, GeoDataset, Sample
+from geodistil.dialects import Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
+from geodistil.errors import SampleError, TeacherError, TeacherLimitReached, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
 from geodistil.redact import redact_url
-from geodistil.scoring import parse_answer, score
+from geodistil.scoring import parse_answer, read_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
-from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import TOOLS_VERSION, Tool, build_tools, input_ref_of, openai_tool_specs
 from geodistil.trace import (
     ImagePart, ImageRecord, LatLon, Message, Preprocess, TeacherInfo, TextPart, ToolCallRecord, Trace,
@@ -62,7 +62,8 @@ class RolloutContext:
         """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
-            base_url=redact_url(s.teacher.resolved_base_url()), model=s.teacher.model, tool_style=s.teacher.tool_style,
+            base_url=redact_url(s.teacher.resolved_base_url()), model=s.teacher.model, profile=s.teacher.profile,
+            tool_style=s.teacher.tool_style or "auto",
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
             box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
@@ -101,6 +102,11 @@ class _Conversation:
                           else image_data_url(image, self._format, self._quality))
         return ref
 
+    def pop(self) -> None:
+        """Take back the last message (a request the teacher refused)."""
+        self.stored.pop()
+        self.sent.pop()
+
     def add(self, message: Message, sent: dict[str, Any] | None = None) -> None:
         self.stored.append(message)
         if sent is None:
@@ -114,12 +120,15 @@ class _Conversation:
         self.sent.append(sent)
 
 
-def _load(dataset: GeoDataset, sample_index: int, max_pixels: int, fmt: str
-          ) -> tuple[Sample, Image.Image, bytes | None]:
-    """The sample, its image as sent, and the file to send for it when no re-encoding is needed."""
-    sample = dataset.sample(sample_index)
-    sent = preprocess(sample.image, max_pixels)
-    return sample, sent, sendable_source(sample.image, sent, sample.encoded, fmt)
+def _load(dataset: GeoDataset, sample_index: int, settings: ImageConfig) -> tuple[Sample, Image.Image, bytes | None]:
+    """The sample, its image as sent, and the file to send for it when no re-encoding is needed.
+
+    The sample returned holds only the image as sent: the conversation keeps nothing larger.
+    """
+    sample = dataset.sample(sample_index, Decoding(fit=settings.max_pixels, max_pixels=settings.max_decoded_pixels))
+    sent = preprocess(sample.image, settings.max_pixels)
+    source = sendable_source(sample.image, sent, sample.encoded, settings.image_format, sample.original_size)
+    return replace(sample, image=sent, encoded=None), sent, source
 
 
 async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext) -> Trace:
@@ -132,66 +141,118 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     )
     convo = _Conversation(settings.image.image_format, settings.image.jpeg_quality)
     try:
-        sample, sent_image, source = await asyncio.to_thread(
-            _load, dataset, sample_index, settings.image.max_pixels, settings.image.image_format)
+        sample, sent_image, source = await asyncio.to_thread(_load, dataset, sample_index, settings.image)
         trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
         trace.clues = sample.clues
         ref0 = await asyncio.to_thread(convo.add_image, sent_image, source)
-        trace.preprocess = Preprocess(original_size=sample.image.size, sent_size=sent_image.size,
-                                      max_pixels=settings.image.max_pixels,
+        trace.preprocess = Preprocess(original_size=sample.original_size, sent_size=sent_image.size,
+                                      max_pixels=settings.image.max_pixels, decode_scale=sample.decode_scale,
                                       sent_as="source" if source is not None else "encoded")
         await _converse(trace, convo, sample, ref0, ctx)
     except SampleError as exc:
         trace.error, trace.error_kind, trace.stop_reason = str(exc), "sample_error", "error"
     except TeacherError as exc:
-        trace.error, trace.error_kind, trace.stop_reason = str(exc), f"teacher_error:{exc.kind}", "error"
+        _account_failure(trace, exc)
+        trace.error, trace.error_kind, trace.stop_reason = str(exc), exc.error_kind, "error"
     except Exception as exc:  # errors are data: one sample never crashes the run
         trace.error = f"sample {sample_index}: internal error {type(exc).__name__}: {exc}"
         trace.error_kind, trace.stop_reason = "internal_error", "error"
     trace.messages = convo.stored
     trace.images = convo.records
+    trace.teacher = _provenance(ctx, trace.teacher)
     trace.finished_at = datetime.now(timezone.utc)
     _score(trace)
     return trace
 
 
 def _score(trace: Trace) -> None:
-    prediction = parse_answer(trace.final_answer)
-    trace.parse_success = prediction is not None
-    trace.prediction = LatLon(lat=prediction[0], lon=prediction[1]) if prediction else None
+    answer = read_answer(trace.final_answer)
+    prediction = (answer.lat, answer.lon) if answer else None
+    trace.parse_success = answer is not None
+    trace.prediction = LatLon(lat=answer.lat, lon=answer.lon) if answer else None
+    trace.answer_format = answer.format if answer else None
     if trace.ground_truth is not None:
         trace.distance_km, trace.reward_score = score(prediction, (trace.ground_truth.lat, trace.ground_truth.lon))
 
 
+def _provenance(ctx: RolloutContext, info: TeacherInfo | None) -> TeacherInfo | None:
+    """The shared provenance plus what this client learnt about the server (profile, corrections)."""
+    inference = ctx.teacher.inference
+    if info is None or inference is None:
+        return info
+    return info.model_copy(update={
+        "profile": inference.profile.name, "param_corrections": list(ctx.teacher.corrections.notes),
+        "tool_style": ctx.settings.teacher.tool_style or inference.profile.dialect})
+
+
 async def _converse(trace: Trace, convo: _Conversation, sample: Sample, ref0: int, ctx: RolloutContext) -> None:
     settings = ctx.settings
-    native = settings.teacher.tool_style == "native"
-    specs = ctx.tool_specs
+    profile = await ctx.teacher.server_profile()
+    dialect = dialect_named(settings.teacher.tool_style or profile.dialect)
+    specs, tools = ctx.tool_specs, dialect.request_tools(ctx.tool_specs)
     convo.add(Message(role="system", content=prompts.SYSTEM_PROMPT))
     convo.add(Message(role="user", content=[
         ImagePart(ref=ref0),
-        TextPart(text=prompts.user_text(sample.clues, specs, settings.teacher.tool_style)),
+        TextPart(text=prompts.user_text(sample.clues, dialect.prompt_block(specs))),
     ]))
     seed = rollout_seed(settings.generation.seed, trace.sample_index, trace.rollout_index)
     image_cap_hit = False
     for turn in range(1, settings.generation.max_turns + 1):
-        reply = await ctx.teacher.complete(convo.sent, settings.generation,
-                                           tools=specs if native else None, seed=seed)
+        try:
+            reply = await ctx.teacher.complete(convo.sent, settings.generation, tools=tools, seed=seed)
+        except TeacherLimitReached as exc:
+            await _last_word(trace, convo, exc, ctx, tools=tools, seed=seed)
+            return
         _account(trace, reply)
         trace.num_turns = turn
-        convo.add(Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls,
-                          reasoning=reply.reasoning))
-        trace.final_answer = reply.content
-        calls = parse_native_tool_calls(reply.tool_calls) if reply.tool_calls else parse_text_tool_calls(reply.content)
-        if not calls:
-            if parse_answer(reply.content) is not None:
+        thinking, content = reasoning.separate(reply.content, reply.reasoning)
+        convo.add(Message(role="assistant", content=content, tool_calls=reply.tool_calls, reasoning=thinking))
+        trace.final_answer = content
+        reading = dialect.read(content, reply.tool_calls, specs)
+        if not reading.calls:
+            if parse_answer(content) is not None:
                 trace.stop_reason = "answered"
                 return
             if turn < settings.generation.max_turns:
                 convo.add(Message(role="user", content=NUDGE))
             continue
-        image_cap_hit |= await _run_tools(trace, convo, calls, turn, ctx, native)
+        image_cap_hit |= await _run_tools(trace, convo, reading, turn, ctx)
     trace.stop_reason = "image_limit" if image_cap_hit else "max_turns"
+
+
+async def _last_word(trace: Trace, convo: _Conversation, limit: TeacherLimitReached, ctx: RolloutContext,
+                     tools: list[dict[str, Any]] | None, seed: int | None) -> None:
+    """End a conversation the teacher cannot take further: ``stop_reason`` is the limit's kind.
+
+    When the refused request ended with tool images, one last request goes without them and
+    asks for the answer; the trace keeps that request (the images' texts, then the nudge) and
+    is scored from whatever the teacher said. If that is refused too, the conversation ends
+    where it was. Either way it is a finished, scored trace, not an error.
+    """
+    trace.stop_reason = limit.kind  # type: ignore[assignment]
+    _account_failure(trace, limit)
+    last = convo.stored[-1] if convo.stored else None
+    if last is None or last.role != "user" or not last.image_refs() or len(convo.stored) <= 2:
+        return
+    convo.pop()
+    text = "\n".join(p.text for p in last.content if isinstance(p, TextPart))  # type: ignore[union-attr]
+    convo.add(Message(role="user", content=f"{text}\n\n(The images could not be sent.) {NUDGE}".lstrip()))
+    try:
+        reply = await ctx.teacher.complete(convo.sent, ctx.settings.generation, tools=tools, seed=seed)
+    except TeacherLimitReached as again:
+        _account_failure(trace, again)
+        return
+    _account(trace, reply)
+    trace.num_turns += 1
+    thinking, content = reasoning.separate(reply.content, reply.reasoning)
+    convo.add(Message(role="assistant", content=content, tool_calls=reply.tool_calls, reasoning=thinking))
+    trace.final_answer = content
+
+
+def _account_failure(trace: Trace, exc: TeacherError) -> None:
+    """Count the requests a failed call sent: every request the teacher got is in the usage."""
+    trace.usage.requests += exc.requests
+    trace.usage.retries += exc.retries
 
 
 def _account(trace: Trace, reply: TeacherReply) -> None:
@@ -200,14 +261,14 @@ def _account(trace: Trace, reply: TeacherReply) -> None:
     trace.turn_latencies_s.append(round(reply.latency_s, 4))
 
 
-async def _run_tools(trace: Trace, convo: _Conversation, calls: list[ToolCall | ToolCallProblem],
-                     turn: int, ctx: RolloutContext, native: bool) -> bool:
-    """Execute one turn's calls and send their results back; True if the image cap stopped one."""
-    parts: list[TextPart | ImagePart] = []
+async def _run_tools(trace: Trace, convo: _Conversation, reading: Reading, turn: int, ctx: RolloutContext) -> bool:
+    """Execute one turn's calls and send their results back in the reply's dialect; True if the
+    image cap stopped one."""
+    results: list[ToolResult] = []
     cap_hit = False
-    for call in calls:
+    for call in reading.calls:
         record = ToolCallRecord(index=len(trace.tool_calls_log), turn=turn, call_id=call.call_id,
-                                tool_name=call.name or "?", success=False)
+                                tool_name=call.name or "?", dialect=call.dialect, success=False)
         start = time.perf_counter()
         note = None
         if isinstance(call, ToolCallProblem):
@@ -227,17 +288,9 @@ async def _run_tools(trace: Trace, convo: _Conversation, calls: list[ToolCall | 
         trace.tool_calls_log.append(record)
         text = prompts.tool_response_text(record.tool_name, record.output_ref, record.output_size,
                                           note=note, error=record.error)
-        if native and call.call_id:
-            convo.add(Message(role="tool", tool_call_id=call.call_id, content=text))
-        if record.output_ref is not None:
-            parts.append(ImagePart(ref=record.output_ref))
-        if not native or not call.call_id:
-            parts.append(TextPart(text=text))
-    if not parts:  # native calls that all failed: the tool messages said it all
-        parts.append(TextPart(text="See the tool results above."))
-    elif native and all(isinstance(p, ImagePart) for p in parts):
-        parts.append(TextPart(text="The images above are the tool outputs, in order."))
-    convo.add(Message(role="user", content=parts))
+        results.append(ToolResult(call.call_id, text, record.output_ref))
+    for message in reading.dialect.result_messages(results):
+        convo.add(message)
     return cap_hit
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
 EARTH_RADIUS_KM = 6371.0088
 REWARD_SCALE_KM = 1492.7
@@ -16,7 +18,11 @@ NO_PARSE_DISTANCE_KM = 20000.0
 THRESHOLDS_KM: tuple[float, ...] = (1, 25, 200, 750, 2500)
 THRESHOLD_NAMES = {1: "street", 25: "city", 200: "region", 750: "country", 2500: "continent"}
 
+AnswerFormat = Literal["boxed", "glm_box", "plain_last_line"]
+
 _BOXED = re.compile(r"\\boxed\s*\{")
+# GLM-4.5V boxes its answer in special tokens (and, asked for \boxed{}, sometimes around it)
+_GLM_BOX = re.compile(r"<\|begin_of_box\|>(.*?)<\|end_of_box\|>", re.DOTALL)
 _NUMBER = r"[+-]?\s*\d+(?:\.\d+)?"
 # one coordinate: optional label, optional sign, number, optional degree sign, optional hemisphere
 _COORD = re.compile(
@@ -26,8 +32,8 @@ _COORD = re.compile(
 )
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """Every ``\\boxed{...}`` body in order, with nested braces balanced."""
+def _boxed_contents(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of every ``\\boxed{...}`` body in order, with nested braces balanced."""
     bodies = []
     for match in _BOXED.finditer(text):
         depth, start = 1, match.end()
@@ -37,7 +43,7 @@ def _boxed_contents(text: str) -> list[str]:
             elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
-                    bodies.append(text[start:i])
+                    bodies.append((start, i))
                     break
     return bodies
 
@@ -78,19 +84,65 @@ def _parse_pair(body: str) -> tuple[float, float] | None:
     return lat, lon
 
 
+_PLAIN_NUMBER = r"[+-]?\d+\.\d+|\d+(?:\.\d+)?\s*(?:°|º)\s*[NSEWnsew]?|\d+(?:\.\d+)?\s+[NSEWnsew]"
+_PLAIN_COORD = rf"(?:(?:lat(?:itude)?|lon(?:gitude)?|lng)\s*[:=]?\s*)?(?:{_PLAIN_NUMBER})\s*(?:°|º)?\s*[NSEWnsew]?"
+# a last line that is a coordinate pair and nothing else (perhaps labelled, bold or in parentheses)
+_PLAIN_LINE = re.compile(
+    rf"(?:(?:final\s+)?(?:answer|coordinates|location|prediction)\s*[:=\-]\s*)?"
+    rf"\(?\s*{_PLAIN_COORD}\s*[,;]\s*{_PLAIN_COORD}\s*\)?\.?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    lat: float
+    lon: float
+    format: AnswerFormat  # how the teacher wrote it: a filter may drop answers that ignored the prompt
+    span: tuple[int, int]  # where the answer, box included, is in the reply (the viewer marks it)
+
+
+def _last_plain_line(text: str) -> tuple[str, tuple[int, int]] | None:
+    end = len(text.rstrip())
+    start = text.rfind("\n", 0, end) + 1
+    line = text[start:end].strip().strip("*_`").strip()
+    return (line, (start, end)) if _PLAIN_LINE.fullmatch(line) else None
+
+
+def read_answer(text: str | None) -> Answer | None:
+    """The teacher's answer and how it was written, or None.
+
+    ``boxed``: the last ``\\boxed{...}``, as the prompt asks; ``glm_box``: else the last
+    ``<|begin_of_box|>...<|end_of_box|>``; ``plain_last_line``: else a last line that is only a
+    coordinate pair (``48.85, 2.35``, ``48.8566° N, 2.3522° E``), the prompt's format ignored.
+    A box that does not parse is no answer: the teacher did box something, and a guess at
+    another number in the reply would be scored as if meant.
+    """
+    if not text:
+        return None
+    boxed = _boxed_contents(text)
+    if boxed:
+        start, end = boxed[-1]
+        return _answer(_GLM_BOX.sub(r"\1", text[start:end]), "boxed", (text.rfind("\\boxed", 0, start), end + 1))
+    glm = list(_GLM_BOX.finditer(text))
+    if glm:
+        return _answer(glm[-1].group(1), "glm_box", glm[-1].span())
+    plain = _last_plain_line(text)
+    return _answer(plain[0], "plain_last_line", plain[1]) if plain else None
+
+
+def _answer(body: str, fmt: AnswerFormat, span: tuple[int, int]) -> Answer | None:
+    pair = _parse_pair(body)
+    return Answer(pair[0], pair[1], fmt, span) if pair else None
+
+
 def parse_answer(text: str | None) -> tuple[float, float] | None:
-    """The (lat, lon) in the last ``\\boxed{...}`` of ``text``, or None.
+    """The (lat, lon) of ``read_answer``, or None.
 
     Understands signed decimals, degree signs, N/S/E/W hemispheres, ``lat: .., lon: ..``
     labels (in either order), parentheses and surrounding words. A decimal comma inside a
     boxed pair (``48,85, 2,35``) is rejected rather than guessed; so are out-of-range values.
     """
-    if not text:
-        return None
-    bodies = _boxed_contents(text)
-    if not bodies:
-        return None
-    return _parse_pair(bodies[-1])
+    answer = read_answer(text)
+    return (answer.lat, answer.lon) if answer else None
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -3,12 +3,18 @@
 One long-lived client per worker, closed explicitly. Retries live here (exponential backoff
 with full jitter, honouring ``Retry-After``) because the openai client's own retries do not
 report how often they retried; its ``max_retries`` is therefore 0.
+
+Only transient answers are retried (``RETRYABLE_STATUS``, timeouts, connection errors). A 4xx
+is read for its meaning (``geodistil.rejections``): a parameter the server refuses is
+corrected once and the correction kept for every later request of this client; a context or
+image limit raises ``TeacherLimitReached``; anything else ``TeacherRejected`` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -19,10 +25,16 @@ import httpx
 import openai
 
 from geodistil.config import GenerationConfig, TeacherConfig
-from geodistil.errors import TeacherError
+from geodistil.errors import TeacherAuthError, TeacherError, TeacherLimitReached, TeacherRejected
+from geodistil.profiles import PROFILES, Inference, ServerProfile, by_name, infer
+from geodistil.rejections import Rejection, read_rejection
 from geodistil.trace import Usage
 
+# 409 with the openai SDK's own retry rule (OpenAI answers it for lock timeouts); the rest transient
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_NEVER_CORRECTED = {"model", "messages", "tools"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +74,9 @@ class EncodedMessages:
         parts = b", ".join(map(_part_json, content))
         self._parts.append(head + (b", " if len(head) > 1 else b"") + b'"content": [' + parts + b"]}")
 
+    def pop(self) -> None:
+        self._parts.pop()
+
     def __bytes__(self) -> bytes:
         return b"[" + b",".join(self._parts) + b"]"
 
@@ -91,12 +106,78 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+class ParamCorrections:
+    """Request parameters the server refused, learnt from its 400s and applied to every later request.
+
+    One correction per parameter: ``max_tokens`` becomes ``max_completion_tokens`` (OpenAI's
+    reasoning models), any other refused parameter or value is left out (the server's default
+    applies). ``notes`` says what was changed, for the traces' provenance.
+    """
+
+    def __init__(self) -> None:
+        self._renamed: dict[str, str] = {}
+        self._dropped: set[str] = set()
+        self.notes: list[str] = []
+
+    def apply(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, value in params.items():
+            if name not in self._dropped:
+                out[self._renamed.get(name, name)] = value
+        return out
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning("teacher: %s", text)
+
+    def learn(self, rejection: Rejection, sent: dict[str, Any]) -> bool:
+        """Whether this rejection named a parameter of ``sent`` that is now corrected."""
+        param = rejection.param
+        if (rejection.kind not in ("unsupported_parameter", "unsupported_value") or param is None
+                or param not in sent or param in _NEVER_CORRECTED or param in self._renamed or param in self._dropped):
+            return False
+        if param == "max_tokens" and rejection.kind == "unsupported_parameter":
+            self._renamed[param] = "max_completion_tokens"
+            self.note("max_tokens refused (unsupported_parameter): sending max_completion_tokens")
+        else:
+            self._dropped.add(param)
+            self.note(f"{param}={sent[param]!r} refused ({rejection.kind}): left out, the server's default applies")
+        return True
+
+
+def _body_of(response: httpx.Response | None) -> Any:
+    if response is None:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def rejected(status: int, rejection: Rejection) -> TeacherRejected:
+    """The exception for a 4xx answer that no correction can fix."""
+    message = f"teacher answered HTTP {status} ({rejection.kind}): {rejection.message}"
+    if rejection.kind in ("context_length", "image_limit"):
+        return TeacherLimitReached(message, rejection.kind, status)
+    if rejection.kind == "auth":
+        return TeacherAuthError(message, f"http_{status}", status)
+    return TeacherRejected(message, f"http_{status}", status)
+
+
 class TeacherClient:
-    """Chat completions with retries and usage accounting."""
+    """Chat completions with retries, the server's profile and usage accounting."""
 
     def __init__(self, config: TeacherConfig, max_connections: int = 256, api_key: str | None = None) -> None:
         """``api_key`` overrides the environment variable ``config.api_key_env`` (e.g. from a secret store)."""
         self.config = config
+        self.corrections = ParamCorrections()
+        self.inference: Inference | None = None
+        self._profile_lock = asyncio.Lock()
+        # the first request goes alone: a refused parameter is then learnt once, not by every
+        # conversation that started at the same time
+        self._first_lock = asyncio.Lock()
+        self._settled = False
         # aiohttp's connection pool stays cheap with hundreds of connections; httpcore's default
         # pool scans every connection on each request, which dominated CPU at high concurrency
         self._http = openai.DefaultAioHttpClient(
@@ -109,6 +190,7 @@ class TeacherClient:
             max_retries=0,
             timeout=config.timeout_s,
             http_client=self._http,
+            default_headers=config.resolved_headers(),
         )
 
     async def __aenter__(self) -> "TeacherClient":
@@ -120,12 +202,50 @@ class TeacherClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def list_models(self) -> list[str]:
+    async def models_listing(self) -> dict[str, Any]:
+        """``GET /models`` as the server wrote it (servers add fields such as ``max_model_len``)."""
         try:
-            page = await self._client.models.list()
-        except openai.OpenAIError as exc:
+            response = await self._client.get("/models", cast_to=httpx.Response)
+            listing = response.json()
+        except openai.APIStatusError as exc:
+            raise rejected(exc.status_code, read_rejection(exc.status_code, _body_of(exc.response))) from exc
+        except (openai.OpenAIError, ValueError) as exc:
             raise TeacherError(f"listing models failed: {exc}") from exc
-        return [m.id for m in page.data]
+        return listing if isinstance(listing, dict) else {}
+
+    async def server_profile(self) -> ServerProfile:
+        """The server profile: the configured one, or for ``auto`` inferred once per client."""
+        if self.inference is None:
+            async with self._profile_lock:
+                if self.inference is None:
+                    self.inference = await self._infer()
+                    log.info("teacher profile %s (%s)", self.inference.profile.name, self.inference.why)
+        return self.inference.profile
+
+    async def _infer(self) -> Inference:
+        config = self.config
+        if config.profile != "auto":
+            return Inference(PROFILES[config.profile], "set by --teacher-profile")
+        named = by_name(config.model, config.resolved_base_url())
+        if named is not None:
+            return named
+        try:
+            listing: dict[str, Any] | None = await self.models_listing()
+        except TeacherError:
+            listing = None  # the chat request will say what is wrong, if anything
+        return infer(config.model, config.resolved_base_url(), listing)
+
+    def request_params(self, profile: ServerProfile, generation: GenerationConfig,
+                       seed: int | None) -> dict[str, Any]:
+        """The parameters this client sends: the profile's, ``extra_body``, then the corrections learnt."""
+        optional = generation.optional()
+        for name in profile.refused(optional):
+            self.corrections.note(f"{name} not sent: the {profile.name} profile does not take it")
+        params = profile.params(max_tokens=generation.max_tokens, temperature=generation.temperature,
+                                top_p=generation.top_p, seed=seed,
+                                optional={k: v for k, v in optional.items() if k in profile.optional})
+        params.update(self.config.resolved_extra_body())
+        return self.corrections.apply(params)
 
     def _backoff_s(self, attempt: int) -> float:
         cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt)
@@ -138,22 +258,42 @@ class TeacherClient:
         tools: list[dict[str, Any]] | None = None,
         seed: int | None = None,
     ) -> TeacherReply:
-        """One chat completion; retries transient failures, raises ``TeacherError`` after the last."""
-        kwargs: dict[str, Any] = dict(
-            model=self.config.model,
-            temperature=generation.temperature,
-            top_p=generation.top_p,
-            max_tokens=generation.max_tokens,
-        )
-        if seed is not None:
-            kwargs["seed"] = seed
-        if tools:
-            kwargs["tools"] = tools
-        encoded = messages if isinstance(messages, EncodedMessages) else EncodedMessages(messages)
-        # the body as bytes, sent as it is: the SDK neither walks nor re-encodes the messages
-        body = json.dumps(kwargs).encode()[:-1] + b', "messages": ' + bytes(encoded) + b"}"
+        """One chat completion; retries transient failures and raises ``TeacherError`` after the last,
+        raises ``TeacherRejected`` (or a subclass) for a 4xx no parameter correction fixes."""
+        profile = await self.server_profile()
+        if self._settled:
+            return await self._complete(profile, messages, generation, tools, seed)
+        async with self._first_lock:
+            if self._settled:  # another conversation's first request went through while this one waited
+                return await self._complete(profile, messages, generation, tools, seed)
+            try:
+                return await self._complete(profile, messages, generation, tools, seed)
+            finally:
+                self._settled = True
+
+    async def _complete(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
+                        generation: GenerationConfig, tools: list[dict[str, Any]] | None,
+                        seed: int | None) -> TeacherReply:
+        counts = {"attempt": 0, "corrected": 0}
+        try:
+            return await self._send(profile, messages, generation, tools, seed, counts)
+        except TeacherError as exc:
+            exc.requests, exc.retries = counts["attempt"] + counts["corrected"] + 1, counts["attempt"]
+            raise
+
+    async def _send(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
+                    generation: GenerationConfig, tools: list[dict[str, Any]] | None, seed: int | None,
+                    counts: dict[str, int]) -> TeacherReply:
+        encoded = bytes(messages if isinstance(messages, EncodedMessages) else EncodedMessages(messages))
         errors: list[str] = []
-        for attempt in range(self.config.max_retries + 1):
+        while True:
+            attempt = counts["attempt"]
+            params = self.request_params(profile, generation, seed)
+            head: dict[str, Any] = {"model": self.config.model, **params}
+            if tools:
+                head["tools"] = tools
+            # the body as bytes, sent as it is: the SDK neither walks nor re-encodes the messages
+            body = json.dumps(head).encode()[:-1] + b', "messages": ' + encoded + b"}"
             start = time.perf_counter()
             try:
                 # the plain POST skips the SDK's recursive TypedDict transform of ``messages``, which
@@ -163,12 +303,19 @@ class TeacherClient:
                 data = response.json()
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                if status < 500 and status not in RETRYABLE_STATUS:
+                    rejection = read_rejection(status, _body_of(exc.response))
+                    if self.corrections.learn(rejection, params):
+                        counts["corrected"] += 1
+                        continue
+                    raise rejected(status, rejection) from exc
                 errors.append(f"HTTP {status}")
                 if status not in RETRYABLE_STATUS or attempt == self.config.max_retries:
                     raise TeacherError(f"teacher answered HTTP {status} after {attempt + 1} attempts: {exc.message}",
                                        kind=f"http_{status}") from exc
                 delay = _retry_after_s(exc)
                 await asyncio.sleep(delay if delay is not None else self._backoff_s(attempt))
+                counts["attempt"] += 1
                 continue
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
@@ -176,13 +323,15 @@ class TeacherClient:
                 if attempt == self.config.max_retries:
                     raise TeacherError(f"teacher {kind} after {attempt + 1} attempts", kind=kind) from exc
                 await asyncio.sleep(self._backoff_s(attempt))
+                counts["attempt"] += 1
                 continue
             except openai.OpenAIError as exc:
                 raise TeacherError(f"teacher request failed: {exc}") from exc
             except ValueError as exc:
                 raise TeacherError(f"teacher answered something that is not JSON: {exc}", kind="bad_response") from exc
-            return self._reply(data, time.perf_counter() - start, attempt, errors)
-        raise AssertionError("unreachable")
+            reply = self._reply(data, time.perf_counter() - start, attempt, errors)
+            reply.usage.requests += counts["corrected"]
+            return reply
 
     @staticmethod
     def _reply(data: dict[str, Any], latency_s: float, retries: int, errors: list[str]) -> TeacherReply:

@@ -15,10 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.errors import TraceError
+from geodistil.scoring import AnswerFormat
 
 SCHEMA_VERSION = 1
 
-StopReason = Literal["answered", "max_turns", "image_limit", "error"]
+# context_length / image_limit: the teacher refused to take the conversation further (its limit, not an error)
+StopReason = Literal["answered", "max_turns", "image_limit", "context_length", "error"]
 
 
 class LatLon(BaseModel):
@@ -66,6 +68,9 @@ class Preprocess(BaseModel):
     original_size: tuple[int, int]
     sent_size: tuple[int, int]
     max_pixels: int
+    # the stored image was decoded at 1/decode_scale (JPEG DCT scaling, else ``reduce``) before the
+    # resize, see ``geodistil.images.decode``; traces from before the field decoded at full size
+    decode_scale: int = Field(1, ge=1)
     mode: str = "RGB"
     # "source": the dataset's JPEG file was sent as it is; "encoded": the pixels were encoded
     # per the image settings. Either way ref 0's pixels are the decoded, preprocessed image.
@@ -83,6 +88,7 @@ class ToolCallRecord(BaseModel):
     turn: int
     call_id: str | None = None
     tool_name: str
+    dialect: str | None = None  # the dialect the call was read as (hermes, qwen3_xml, native)
     tool_arguments: dict[str, Any] = Field(default_factory=dict)  # as the teacher gave them
     resolved: dict[str, Any] | None = None  # e.g. the pixel box actually cropped
     success: bool
@@ -112,6 +118,8 @@ class TeacherInfo(BaseModel):
 
     base_url: str
     model: str
+    profile: str | None = None  # the server profile the request parameters followed
+    param_corrections: list[str] = Field(default_factory=list)  # parameters the server refused, and what was done
     tool_style: str
     temperature: float
     top_p: float
@@ -143,11 +151,13 @@ class Trace(BaseModel):
     final_answer: str | None = None
     prediction: LatLon | None = None
     parse_success: bool = False
+    # how the answer was written: boxed as asked, a GLM box, or a plain last line (the prompt ignored)
+    answer_format: AnswerFormat | None = None
     distance_km: float = 20000.0
     reward_score: float = 0.0
     stop_reason: StopReason = "error"
     error: str | None = None
-    error_kind: str | None = None  # sample_error | teacher_error | internal_error
+    error_kind: str | None = None  # "<family>:<detail>", family as in geodistil.errors (sample_error, teacher_error, ...)
     num_turns: int = 0
     # the conversation
     messages: list[Message] = Field(default_factory=list)

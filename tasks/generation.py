@@ -54,7 +54,8 @@ class SampleJob(BaseModel):
 
 
 class RetryableSampleError(GeodistilError):
-    """The sample's trace was written with a transient error: let Prefect retry the task."""
+    """The sample's trace was written with a transient error: let Prefect retry the task.
+    A rejected request (4xx) or a teacher limit is no such error: the task completes with its record."""
 
 
 def sample_cache_key(job: SampleJob) -> str:

@@ -7,13 +7,14 @@ import json
 import pytest
 
 from geodistil.curate import (
-    DistinctAnswers, FilterConfig, ForbiddenTools, MaxTurns, MinReward, NoError, NoFailedToolCall, ParseSuccess,
-    RequiredTools, SplitConfig, build_rules, first_refusal, rate_sample, read_difficulty, run_filter, run_split,
+    AnswerFormats, DistinctAnswers, FilterConfig, ForbiddenTools, MaxTurns, MinReward, NoError, NoFailedToolCall,
+    ParseSuccess, PromptedDialect, RequiredTools, SplitConfig, build_rules, first_refusal, rate_sample,
+    read_difficulty, run_filter, run_split,
 )
 from geodistil.errors import ConfigError
 from geodistil.replay import verify_trace
 from geodistil.store import TraceStore
-from geodistil.trace import ToolCallRecord, Trace
+from geodistil.trace import TeacherInfo, ToolCallRecord, Trace
 from tests.trace_sets import copy_store, damage, direct_scan
 
 # the trace-set fixtures, shared by every module in the session (an import would make one per module)
@@ -63,6 +64,40 @@ def test_the_first_refusing_rule_is_the_one_named():
     assert first_refusal(rules, trace(ok=False, parsed=False, reward=0.0))[0] == "no_error"
     assert first_refusal(rules, trace(parsed=False, reward=0.0))[0] == "parse_success"
     assert first_refusal(rules, trace()) is None
+
+
+def answered_as(fmt):
+    t = trace()
+    t.answer_format = fmt
+    return t
+
+
+def prompted_in(tool_style, *dialects):
+    t = trace(tools=[("zoom", True)] * len(dialects))
+    t.teacher = TeacherInfo(base_url="u", model="m", tool_style=tool_style, temperature=0, top_p=1, max_tokens=9,
+                            seed=0, max_turns=2, box_convention="absolute", tools=[], settings_fingerprint="f")
+    for call, dialect in zip(t.tool_calls_log, dialects):
+        call.dialect = dialect
+    return t
+
+
+def test_answers_written_in_a_format_not_asked_for_are_dropped_with_the_format():
+    [rule] = [r for r in build_rules(FilterConfig(answer_formats=("boxed", "glm_box"))) if isinstance(r, AnswerFormats)]
+    assert rule.keep(answered_as("boxed")) is True and rule.keep(answered_as("glm_box")) is True
+    assert rule.keep(answered_as("plain_last_line")) == (False, "answer written as plain_last_line")
+
+
+def test_every_answer_format_is_kept_by_default():
+    assert not any(isinstance(r, AnswerFormats) for r in build_rules(FilterConfig()))
+
+
+def test_calls_in_another_dialect_than_the_prompted_one_are_dropped_when_asked():
+    rule = PromptedDialect()
+    assert rule.keep(prompted_in("hermes", "hermes", "hermes")) is True
+    assert rule.keep(prompted_in("text", "hermes")) is True  # traces made before dialects had names
+    assert rule.keep(prompted_in("hermes", "hermes", "qwen3_xml")) == (
+        False, "tool calls in qwen3_xml, prompted in hermes")
+    assert any(isinstance(r, PromptedDialect) for r in build_rules(FilterConfig(prompted_dialect_only=True)))
 
 
 def test_a_tool_cannot_be_both_required_and_forbidden():

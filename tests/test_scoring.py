@@ -3,7 +3,7 @@ import math
 import pytest
 
 from geodistil.scoring import (
-    NO_PARSE_DISTANCE_KM, haversine_km, parse_answer, reward, score, threshold_accuracies,
+    NO_PARSE_DISTANCE_KM, haversine_km, parse_answer, read_answer, reward, score, threshold_accuracies,
 )
 
 
@@ -59,3 +59,29 @@ def test_no_prediction_scores_20000_km_and_zero():
 def test_threshold_accuracies():
     acc = threshold_accuracies([0.5, 20, 300, 5000])
     assert acc == {"acc@1km": 0.25, "acc@25km": 0.5, "acc@200km": 0.5, "acc@750km": 0.75, "acc@2500km": 0.75}
+
+
+@pytest.mark.parametrize("text, fmt, expected", [
+    (r"So it is Paris. \boxed{48.8566, 2.3522}", "boxed", (48.8566, 2.3522)),
+    ("It is Lyon. <|begin_of_box|>45.764, 4.836<|end_of_box|>", "glm_box", (45.764, 4.836)),
+    ("<|begin_of_box|>33.87°S, 151.21°E<|end_of_box|>", "glm_box", (-33.87, 151.21)),
+    ("<|begin_of_box|>\\boxed{45.764, 4.836}<|end_of_box|>", "boxed", (45.764, 4.836)),
+    ("\\boxed{<|begin_of_box|>45.764, 4.836<|end_of_box|>}", "boxed", (45.764, 4.836)),
+    ("The sign says Paris.\n48.85, 2.35", "plain_last_line", (48.85, 2.35)),
+    ("The sign says Paris.\n\n**48.8566° N, 2.3522° E**\n", "plain_last_line", (48.8566, 2.3522)),
+    ("Sydney, from the bridge.\nFinal answer: (-33.87, 151.21).", "plain_last_line", (-33.87, 151.21)),
+])
+def test_read_answer_records_how_the_answer_was_written(text, fmt, expected):
+    answer = read_answer(text)
+    assert answer is not None and answer.format == fmt and (answer.lat, answer.lon) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", [
+    "roughly at latitude 48.85 and longitude 2.35.",  # the simulated teacher's no-box reply
+    "48.85, 2.35\nbut I am not sure",  # coordinates, but not in the last line
+    "Step 1, 2",  # two small integers are a list, not a place
+    "\\boxed{Paris}\n48.85, 2.35",  # a box that does not parse is no answer: no guess at other numbers
+    "<|begin_of_box|>Paris<|end_of_box|>",
+])
+def test_read_answer_finds_no_answer_where_none_was_given_plainly(text):
+    assert read_answer(text) is None

@@ -57,7 +57,7 @@ def roll_out(dataset: GeoDataset, settings: RolloutSettings):
 
 def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes(tmp_path):
     jpeg = encoded("JPEG")
-    sample, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, max_pixels=1024 * 768, fmt="jpeg")
+    sample, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, ImageConfig())
     assert source == jpeg
     assert sent is sample.image  # the pixels the tools and replay use are the decoded file
 
@@ -66,16 +66,17 @@ def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes(tmp_path):
     ("PNG", (320, 240), 1024 * 768, None, "not a JPEG"),
     ("JPEG", (320, 240), 200 * 150, None, "resized before sending"),
     ("JPEG", (320, 240), 1024 * 768, 6, "a viewer would rotate it by its EXIF orientation"),
+    ("JPEG", (640, 480), 320 * 240, None, "decoded at half its size, which the file would not show"),
 ])
 def test_other_images_are_encoded_from_their_pixels(tmp_path, fmt, size, max_pixels, orientation, why):
-    _, _, source = _load(dataset_of(tmp_path, [encoded(fmt, size, orientation)]), 0, max_pixels, "jpeg")
+    _, _, source = _load(dataset_of(tmp_path, [encoded(fmt, size, orientation)]), 0, ImageConfig(max_pixels=max_pixels))
     assert source is None, why
 
 
 def test_png_sending_never_sends_a_jpeg_file():
     image = Image.open(io.BytesIO(encoded("JPEG")))
     image.load()
-    assert sendable_source(image, image, encoded("JPEG"), fmt="png") is None
+    assert sendable_source(image, image, encoded("JPEG"), fmt="png", stored_size=image.size) is None
 
 
 def test_the_request_body_is_the_messages_encoded_once_each():

@@ -16,11 +16,11 @@ from PIL import Image
 
 from geodistil import prompts
 from geodistil.config import ToolsConfig
+from geodistil.dialects import HERMES, NATIVE, ParsedCall, ToolCall, ToolCallProblem, dialect_named
 from geodistil.images import image_data_url
 from geodistil.scoring import haversine_km, parse_answer
 from geodistil.sim import SimConfig, SimServer
 from geodistil.sim.demo_data import demo_row
-from geodistil.toolcalls import ToolCall, ToolCallProblem, parse_native_tool_calls, parse_text_tool_calls
 from geodistil.tools import build_tools, openai_tool_specs
 from geodistil.tools.zoom import ZoomInTool
 
@@ -37,13 +37,19 @@ def specs(names: tuple[str, ...] = ("image_zoom_in_tool", "image_rotate_tool")) 
 
 
 def first_messages(clues: str, image: Image.Image, tool_specs: list[dict[str, Any]] | None,
-                   style: str = "text") -> list[dict[str, Any]]:
+                   style: str = "hermes") -> list[dict[str, Any]]:
     """The opening of a conversation as ``geodistil.rollout`` sends it."""
+    tools_block = dialect_named(style).prompt_block(tool_specs or [])
     return [
         {"role": "system", "content": prompts.SYSTEM_PROMPT},
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(image).decode()}},
-                                     {"type": "text", "text": prompts.user_text(clues, tool_specs, style)}]},
+                                     {"type": "text", "text": prompts.user_text(clues, tools_block)}]},
     ]
+
+
+def text_calls(content: str | None) -> list[ParsedCall]:
+    """The text tool calls of a reply, as the rollout reads them."""
+    return HERMES.read(content or "", None).calls
 
 
 def ask(client: openai.OpenAI, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -74,7 +80,7 @@ def converse(client: openai.OpenAI, clues: str, image: Image.Image, max_turns: i
     images = [image]
     for turn in range(max_turns):
         content = ask(client, messages).choices[0].message.content or ""
-        calls = parse_text_tool_calls(content)
+        calls = text_calls(content)
         if not calls:
             return content, turn
         messages.append({"role": "assistant", "content": content})
@@ -123,7 +129,7 @@ def test_tool_calls_have_valid_boxes_for_the_sent_image_size(client: openai.Open
         for k in range(25):
             messages = first_messages(f"A road sign reads 'Lyon {k} km'.", image, specs())
             content = ask(client, messages).choices[0].message.content or ""
-            for call in parse_text_tool_calls(content):
+            for call in text_calls(content):
                 assert isinstance(call, ToolCall)
                 if call.name == "image_zoom_in_tool":
                     x1, y1, x2, y2 = call.arguments["bbox_2d"]
@@ -141,7 +147,7 @@ def test_zoom_after_a_tool_output_uses_that_images_size_and_index(client: openai
         messages += [{"role": "assistant", "content": "<tool_call>{}</tool_call>"},
                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(crop).decode()}},
                                                   {"type": "text", "text": "<tool_response>image 1</tool_response>"}]}]
-        for call in parse_text_tool_calls(ask(client, messages).choices[0].message.content):
+        for call in text_calls(ask(client, messages).choices[0].message.content):
             if isinstance(call, ToolCall) and call.name == "image_zoom_in_tool":
                 assert call.arguments["image_index"] == 1
                 ZoomInTool().resolve_box(call.arguments["bbox_2d"], crop.size)
@@ -155,7 +161,7 @@ def test_only_tools_named_in_the_text_tools_block_are_called(client: openai.Open
     for k in range(30):
         content = ask(client, first_messages(f"Clue {k}: Paris.", image, specs(("image_rotate_tool",))))\
             .choices[0].message.content
-        names |= {c.name for c in parse_text_tool_calls(content) if isinstance(c, ToolCall)}
+        names |= {c.name for c in text_calls(content) if isinstance(c, ToolCall)}
     assert names == {"image_rotate_tool"}
 
 
@@ -163,7 +169,7 @@ def test_without_offered_tools_it_answers_at_once(client: openai.OpenAI) -> None
     image = Image.new("RGB", (640, 480), "white")
     for k in range(15):
         content = ask(client, first_messages(f"Clue {k}: Berlin.", image, None)).choices[0].message.content
-        assert parse_text_tool_calls(content) == [] and parse_answer(content) is not None
+        assert text_calls(content) == [] and parse_answer(content) is not None
 
 
 def test_python_code_calls_carry_code_and_some_of_it_is_broken(client: openai.OpenAI) -> None:
@@ -172,7 +178,7 @@ def test_python_code_calls_carry_code_and_some_of_it_is_broken(client: openai.Op
     for k in range(60):
         content = ask(client, first_messages(f"Clue {k}: Madrid.", image, specs((PYTHON,))))\
             .choices[0].message.content
-        codes += [c.arguments["code"] for c in parse_text_tool_calls(content) if isinstance(c, ToolCall)]
+        codes += [c.arguments["code"] for c in text_calls(content) if isinstance(c, ToolCall)]
 
     def compiles(code: str) -> bool:
         try:
@@ -242,7 +248,7 @@ def test_malformed_gives_unparseable_tool_json() -> None:
         for k in range(5):
             content = ask(c, first_messages(f"Paris {k}", Image.new("RGB", (640, 480)), specs()))\
                 .choices[0].message.content
-            calls = parse_text_tool_calls(content)
+            calls = text_calls(content)
             assert calls and all(isinstance(call, ToolCallProblem) for call in calls)
         assert sim.stats()["malformed"] == 5
 
@@ -254,7 +260,7 @@ def test_no_box_gives_no_boxed() -> None:
             content = ask(c, first_messages(f"Paris {k}", Image.new("RGB", (640, 480)), specs()))\
                 .choices[0].message.content
             assert "\\boxed" not in content and parse_answer(content) is None
-            assert parse_text_tool_calls(content) == []
+            assert text_calls(content) == []
 
 
 def test_native_style_returns_tool_calls() -> None:
@@ -269,7 +275,7 @@ def test_native_style_returns_tool_calls() -> None:
                 assert choice.finish_reason == "tool_calls"
                 raw = [tc.model_dump() for tc in choice.message.tool_calls]
                 assert all(tc["type"] == "function" and tc["id"] for tc in raw)
-                found += parse_native_tool_calls(raw)
+                found += NATIVE.parse_tool_calls(raw)
         assert found and all(isinstance(call, ToolCall) for call in found)
         assert {call.name for call in found} <= {"image_zoom_in_tool", "image_rotate_tool"}
 
@@ -360,4 +366,32 @@ def test_the_package_exports_what_it_means_to() -> None:
 def test_config_rejects_fault_rates_over_one() -> None:
     with pytest.raises(ValueError):
         SimConfig(rate_429=0.6, rate_500=0.6)
-    assert json.loads(SimConfig().model_dump_json())["tool_style"] == "text"
+    assert json.loads(SimConfig().model_dump_json())["tool_style"] == "hermes"
+
+
+def test_qwen3_xml_style_writes_xml_calls_that_the_dialect_reads() -> None:
+    with SimServer(SimConfig(port=0, tool_style="qwen3_xml", tool_calls=1)) as sim, \
+            openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+        for k in range(5):
+            messages = first_messages(f"Paris {k}", Image.new("RGB", (640, 480)), specs(), style="qwen3_xml")
+            content = ask(c, messages).choices[0].message.content
+            assert "<function=" in content
+            calls = dialect_named("qwen3_xml").read(content, None, specs()).calls
+            assert calls and all(isinstance(call, ToolCall) and call.dialect == "qwen3_xml" for call in calls)
+
+
+def test_native_style_writes_text_calls_when_the_request_has_no_tools() -> None:
+    # a server runs its tool parser only for requests with tools: without them the calls stay text
+    with SimServer(SimConfig(port=0, tool_style="native", tool_calls=1)) as sim, \
+            openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+        choice = ask(c, first_messages("Paris", Image.new("RGB", (640, 480)), specs())).choices[0]
+        assert not choice.message.tool_calls and choice.finish_reason == "stop"
+        assert text_calls(choice.message.content)
+
+
+def test_think_is_off_unless_asked_also_in_a_subprocess() -> None:
+    for think in (False, True):
+        with SimServer(SimConfig(port=0, think=think), subprocess=True) as sim, \
+                openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as c:
+            content = ask(c, first_messages("Lyon", Image.new("RGB", (64, 64)), None)).choices[0].message.content
+            assert content.startswith("<think>") is think

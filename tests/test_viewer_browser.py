@@ -7,12 +7,15 @@ from, prev/next by keyboard. Screenshots go to the test's tmp folder (path print
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
-from geodistil.store import TraceStore
-from tests.viewer_support import make_real_store, running_viewer
+from geodistil.store import TraceStore, trace_name
+from tests.viewer_support import make_real_store, running_viewer, synthetic_trace
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -30,8 +33,9 @@ def store(tmp_path_factory) -> TraceStore:
     return make_real_store(tmp_path_factory.mktemp("browser"), samples=10)
 
 
-@pytest.fixture()
-def page(store):
+@contextlib.contextmanager
+def browsing(store: TraceStore) -> Iterator[tuple]:
+    """A browser page on a running viewer of ``store``, with the URLs it requests and the errors it logs."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with running_viewer(store) as base, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -45,6 +49,12 @@ def page(store):
             yield context, base, requested, errors
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def page(store):
+    with browsing(store) as opened:
+        yield opened
 
 
 def _images_decoded(page) -> list[dict]:
@@ -120,3 +130,22 @@ def test_list_filter_trace_images_map_and_zoom_box(page, store, tmp_path):
     print(f"screenshots in {shots}")
     assert all((shots / f).stat().st_size > 10_000 for f in ("list.png", "list-filtered.png", "trace.png"))
 
+
+
+def test_a_trace_with_nan_and_infinity_renders(tmp_path):
+    store = TraceStore(str(tmp_path / "nan"))
+    doc = json.loads(synthetic_trace(0, reward=0.5).to_json())
+    doc.update(reward_score=float("nan"), distance_km=float("inf"), prediction={"lat": float("nan"), "lon": 21.0})
+    store.write_bytes(trace_name(0), json.dumps(doc).encode())  # bare NaN and Infinity, as Python's json writes them
+    with browsing(store) as (pg, base, requested, errors):
+        pg.goto(f"{base}/")
+        assert pg.locator("#traces tbody tr td.num").all_inner_texts()[2:4] == ["NaN", "Infinity"]
+        with pg.expect_navigation():
+            pg.click("#traces tbody tr:first-child td:first-child a")
+        facts = pg.locator(".facts").first.inner_text()
+        assert "NaN" in facts and "Infinity km" in facts and "NaN, 21.0000" in facts
+        assert pg.locator("#map-world .truth-marker").bounding_box()["width"] > 0
+        assert pg.locator("#map-world .prediction-marker").count() == 0
+        assert "prediction not drawn" in pg.locator(".legend").inner_text()
+        pg.screenshot(path=str(tmp_path / "nan-trace.png"), full_page=True)
+        assert not errors, errors

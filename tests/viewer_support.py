@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from starlette.testclient import TestClient
 
 from geodistil.config import RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
@@ -50,6 +51,11 @@ def write_synthetic(store: TraceStore, traces: list[Trace]) -> list[str]:
     return [store.write_trace(t) for t in traces]
 
 
+def viewer_client(store: TraceStore) -> TestClient:
+    """A test client of the viewer app that sends a Host it answers (TestClient's own, ``testserver``, is refused)."""
+    return TestClient(create_app(store), base_url="http://localhost:8765")
+
+
 @contextlib.contextmanager
 def running_viewer(store: TraceStore) -> Iterator[str]:
     """The viewer app under uvicorn on a free loopback port; yields its base URL."""
@@ -69,4 +75,4 @@ def running_viewer(store: TraceStore) -> Iterator[str]:
         thread.join(10)
 
 
-__all__ = ["make_real_store", "synthetic_trace", "write_synthetic", "running_viewer", "trace_name"]
+__all__ = ["make_real_store", "synthetic_trace", "write_synthetic", "viewer_client", "running_viewer", "trace_name"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from geodistil.generate import StorageSpec
@@ -35,3 +36,22 @@ def storage_spec(url: str) -> "StorageSpec":
     from geodistil.generate import StorageSpec
 
     return StorageSpec(url=url, storage_options=storage_options_from_env(url))
+
+
+def fail(problem: str) -> NoReturn:
+    """End the command on bad input: one line on stderr saying what is wrong and what to do, no traceback."""
+    typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (never wrapped, unlike the console's output) for something the user should know."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+def print_problems(label: str, problems: list[str], shown: int = 20) -> None:
+    """The first ``shown`` problems, one line each (each names its trace), and how many more."""
+    for problem in problems[:shown]:
+        console.print(f"[yellow]{label}[/yellow] {escape(problem)}", soft_wrap=True)
+    if len(problems) > shown:
+        console.print(f"... and {len(problems) - shown} more")

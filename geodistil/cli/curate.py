@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from geodistil.cli._app import app, console, storage_spec
+from geodistil.cli._app import app, console, fail, print_problems, storage_spec
 
 
 def _stage(use_prefect: bool, flow_name: str, plain, **params):
@@ -56,8 +56,7 @@ def _print_stats(summary: dict) -> None:
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
-    for problem in summary.get("unreadable_traces", [])[:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", summary.get("unreadable_traces", []))
 
 
 @app.command("stats")
@@ -80,6 +79,15 @@ def stats(
     console.print(f"wrote {output.rstrip('/')}/{SUMMARY}" + (f" and {output.rstrip('/')}/{REPORT}" if report else ""))
 
 
+def _answer_formats(formats: list[str]) -> list[str]:
+    from geodistil.curate import ANSWER_FORMATS
+
+    unknown = [f for f in formats if f not in ANSWER_FORMATS]
+    if unknown:
+        raise typer.BadParameter(f"unknown answer format {unknown[0]!r}; known: {', '.join(ANSWER_FORMATS)}")
+    return formats
+
+
 @app.command("filter")
 def filter_(
     output: str = typer.Argument(..., help="trace folder or s3:// prefix to read"),
@@ -93,6 +101,11 @@ def filter_(
     keep_errors: bool = typer.Option(False, help="keep traces whose rollout failed"),
     keep_unparsed: bool = typer.Option(False, help="keep traces without a parseable answer"),
     keep_failed_tool_calls: bool = typer.Option(False, help="keep traces with a failed tool call"),
+    answer_format: list[str] = typer.Option([], callback=_answer_formats,
+                                            help="an answer format to keep: boxed | glm_box | plain_last_line "
+                                                 "(repeatable; default all)"),
+    prompted_dialect_only: bool = typer.Option(False, help="drop traces with a tool call in another dialect "
+                                                           "than the prompted one"),
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop near-duplicate answers of a sample"),
     dedup_similarity: float = typer.Option(0.95, min=0.5, max=1.0),
     use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
@@ -104,7 +117,9 @@ def filter_(
                           min_reward=None if any_reward else min_reward, max_turns=max_turns,
                           require_tool_use=require_tool_use, required_tools=tuple(required_tool),
                           forbidden_tools=tuple(forbidden_tool), no_failed_tool_call=not keep_failed_tool_calls,
-                          dedup_answers=dedup, dedup_similarity=dedup_similarity)
+                          dedup_answers=dedup, dedup_similarity=dedup_similarity,
+                          prompted_dialect_only=prompted_dialect_only,
+                          **({"answer_formats": tuple(answer_format)} if answer_format else {}))
     src, out = storage_spec(output), storage_spec(dest)
     manifest = _stage(use_prefect, "filter_flow", lambda: run_filter(src.store(), out.store(), config),
                       source=src, dest=out, config=config)
@@ -148,8 +163,7 @@ def split(
     for bucket, count in manifest["counts"].items():
         table.add_row(bucket, str(count["samples"]), str(count["traces"]))
     console.print(table)
-    for problem in manifest["unreadable_traces"][:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", manifest["unreadable_traces"])
 
 
 @app.command("export")
@@ -163,20 +177,26 @@ def export(
     use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
 ) -> None:
     """Write SFT-ready data with every image rebuilt by replay and checked against its hash."""
-    from geodistil.data import DatasetSpec
+    from geodistil.data import DatasetSpec, open_dataset
+    from geodistil.errors import ConfigError
     from geodistil.export import ExportConfig, run_export
 
     if format not in ("hf", "sharegpt"):
         raise typer.BadParameter("--format must be hf or sharegpt")
+    if dataset:  # a dataset given by hand is checked once, not found wanting by every trace
+        try:
+            open_dataset(DatasetSpec(path=dataset))
+        except ConfigError as exc:
+            fail(str(exc))
     config = ExportConfig(format=format, include_reasoning=include_reasoning, verify=verify,
                           dataset=DatasetSpec(path=dataset) if dataset else None)
     src, out = storage_spec(output), storage_spec(dest)
     manifest = _stage(use_prefect, "export_flow", lambda: run_export(src.store(), out.store(), config),
                       source=src, dest=out, config=config)
-    for problem in manifest["skipped_traces"][:20]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+    print_problems("skipped", manifest["skipped_traces"])
     check = manifest.get("verification")
     status = "not verified" if check is None else ("verified" if check["ok"] else "[red]verification failed[/red]")
-    console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}")
+    console.print(f"exported {manifest['rows']} rows ({manifest['skipped']} traces skipped) to {dest}: {status}",
+                  soft_wrap=True)
     if check is not None and not check["ok"]:
         raise typer.Exit(1)

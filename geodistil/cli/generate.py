@@ -14,9 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from geodistil.cli._app import app, console, storage_options_from_env
+from geodistil.cli._app import app, console, fail, print_problems, warn
 
 if TYPE_CHECKING:
+    from geodistil.config import TeacherConfig
     from geodistil.generate import StorageSpec
 
 
@@ -34,6 +35,18 @@ def demo_data(
     console.print(f"wrote {n} samples to {path} in {time.perf_counter() - start:.1f}s")
 
 
+def _dialect(name: str | None) -> str | None:
+    """``--tool-style``: a known dialect, or one clear line (the registry is imported only when used)."""
+    from geodistil.dialects import dialect_named
+
+    if name is None:
+        return None
+    try:
+        return dialect_named(name).name
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command("sim")
 def sim(
     host: str = typer.Option("127.0.0.1"),
@@ -45,89 +58,158 @@ def sim(
     rate_hang: float = typer.Option(0.0, help="share of requests never answered"),
     rate_malformed: float = typer.Option(0.0, help="share of tool calls with broken JSON"),
     rate_no_box: float = typer.Option(0.0, help="share of answers without \\boxed{}"),
-    tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool_calls)"),
+    tool_style: Optional[str] = typer.Option(None, callback=_dialect,
+                                             help="dialect the sim calls tools in: hermes | qwen3_xml | native "
+                                                  "(text = hermes); default: the profile's"),
     tool_calls: Optional[int] = typer.Option(None, min=0, help="fixed tool calls per conversation (benchmarks)"),
+    profile: Optional[str] = typer.Option(
+        None, help="real server to emulate: vllm | sglang | openai | openai-reasoning | gemini | llama-cpp"),
+    max_context_tokens: Optional[int] = typer.Option(None, min=1, help="context limit, answered with the profile's 400"),
+    max_images_per_prompt: Optional[int] = typer.Option(None, min=0, help="images per request (vLLM's limit)"),
+    api_key: Optional[str] = typer.Option(None, help="answer 401 unless requests carry this key"),
+    reasoning: bool = typer.Option(False, help="return the profile's reasoning field"),
     seed: int = typer.Option(0),
 ) -> None:
     """Serve the SIMULATED teacher, an OpenAI-compatible test and demo fixture (not a model)."""
+    from pydantic import ValidationError
+
     from geodistil.sim.server import SimConfig, serve
 
-    serve(SimConfig(host=host, port=port, latency=latency, latency_spread=latency_spread, rate_429=rate_429,
-                    rate_500=rate_500, rate_hang=rate_hang, rate_malformed=rate_malformed,
-                    rate_no_box=rate_no_box, tool_style=tool_style, tool_calls=tool_calls, seed=seed))
+    try:
+        config = SimConfig(host=host, port=port, latency=latency, latency_spread=latency_spread, rate_429=rate_429,
+                           rate_500=rate_500, rate_hang=rate_hang, rate_malformed=rate_malformed,
+                           rate_no_box=rate_no_box, tool_style=tool_style, tool_calls=tool_calls, profile=profile,
+                           max_context_tokens=max_context_tokens, max_images_per_prompt=max_images_per_prompt,
+                           api_key=api_key, reasoning=reasoning, seed=seed)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'sim'}: {error['msg']}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    serve(config)
 
 
 @app.command("run")
 def run(
+    config: Optional[Path] = typer.Option(None, "--config", help="run file (YAML) with these settings; flags win"),
     dataset: Optional[str] = typer.Option(None, help="save_to_disk folder, s3:// folder or hub id"),
-    output: str = typer.Option("out/traces", help="trace folder or s3://bucket/prefix"),
+    output: Optional[str] = typer.Option(None, help="trace folder or s3://bucket/prefix"),
     base_url: Optional[str] = typer.Option(
         None, help="teacher base URL (default $OPENAI_BASE_URL); the API key goes in $OPENAI_API_KEY or a Prefect "
                    "Secret block, never in the URL (credentials in a URL are kept out of traces, logs and Prefect)"),
-    model: str = typer.Option("teacher", help="teacher model name"),
+    model: Optional[str] = typer.Option(None, help="teacher model name"),
+    api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key "
+                                                         "(default OPENAI_API_KEY)"),
+    teacher_profile: Optional[str] = typer.Option(
+        None, help="auto | vllm | sglang | openai | openai-reasoning | gemini | llama-cpp: the request parameters"),
+    tool_style: Optional[str] = typer.Option(None, callback=_dialect,
+                                             help="tool-call dialect: hermes | qwen3_xml | native (text = hermes); "
+                                                  "default: the profile's"),
+    extra_body: Optional[str] = typer.Option(None, help="JSON object of more request parameters, sent as they are"),
+    header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable); secret-looking "
+                                                          "values never reach a log, parameter or trace"),
+    timeout: Optional[float] = typer.Option(None, help="per-request timeout, seconds"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
-    start: int = typer.Option(0, min=0, help="first sample index"),
-    max_concurrency: int = typer.Option(64, min=1, help="conversations in flight"),
-    max_turns: int = typer.Option(6, min=1),
-    temperature: float = typer.Option(0.7, min=0.0),
-    rollouts: int = typer.Option(1, min=1, help="rollouts per sample"),
-    tool_style: str = typer.Option("text", help="text (<tool_call> JSON) or native (OpenAI tool calls)"),
-    tools: str = typer.Option("image_zoom_in_tool,image_rotate_tool,python_code_tool",
-                              help="comma-separated tool names"),
-    box_convention: str = typer.Option("absolute", help="absolute | relative_1000 | relative_1"),
-    timeout: float = typer.Option(120.0, help="per-request timeout, seconds"),
-    chunk_size: int = typer.Option(1000, min=1, help="samples per Prefect subflow"),
+    start: Optional[int] = typer.Option(None, min=0, help="first sample index"),
+    max_concurrency: Optional[int] = typer.Option(None, min=1, help="conversations in flight"),
+    max_turns: Optional[int] = typer.Option(None, min=1),
+    max_tokens: Optional[int] = typer.Option(None, min=1, help="completion tokens per turn"),
+    temperature: Optional[float] = typer.Option(None, min=0.0),
+    top_p: Optional[float] = typer.Option(None),
+    top_k: Optional[int] = typer.Option(None, help="vLLM, SGLang, llama.cpp"),
+    repetition_penalty: Optional[float] = typer.Option(None, help="vLLM, SGLang, llama.cpp"),
+    seed: Optional[int] = typer.Option(None),
+    reasoning_effort: Optional[str] = typer.Option(None, help="minimal | low | medium | high (reasoning models)"),
+    rollouts: Optional[int] = typer.Option(None, min=1, help="rollouts per sample"),
+    tools: Optional[str] = typer.Option(None, help="comma-separated tool names"),
+    box_convention: Optional[str] = typer.Option(None, help="absolute | relative_1000 | relative_1"),
+    max_images: Optional[int] = typer.Option(None, help="cap on images per conversation (ref 0 included)"),
+    max_pixels: Optional[int] = typer.Option(None, help="pixel cap of images sent to the teacher"),
+    image_format: Optional[str] = typer.Option(None, help="jpeg | png"),
+    jpeg_quality: Optional[int] = typer.Option(None),
+    chunk_size: Optional[int] = typer.Option(None, min=1, help="samples per Prefect subflow"),
     refresh: bool = typer.Option(False, help="ignore cached results and generate again"),
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
 ) -> None:
     """Generate traces with the Prefect generation flow (on a temporary local Prefect server unless
     PREFECT_API_URL is set). One run at a time per output store."""
-    from geodistil.config import BoxConvention, GenerationConfig, TeacherConfig, ToolsConfig
-    from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange, StorageSpec
+    from geodistil.cli.runfile import run_params
+    from geodistil.errors import ConfigError
     from geodistil.store import StoreLockedError, raise_if_locked
 
-    storage = StorageSpec(url=output, storage_options=storage_options_from_env(output))
-    try:
-        raise_if_locked(storage.store())  # at once, before any server starts; the flow takes the lock
-        with _demo_teacher(demo, dataset) as (dataset_path, sim_url):
-            if dataset_path is None:
-                raise typer.BadParameter("--dataset is required (or use --demo)")
-            teacher = TeacherConfig(base_url=_url_without_credentials(sim_url or base_url), model=model,
-                                    tool_style=tool_style, timeout_s=timeout)
-            params = dict(
-                dataset=DatasetSpec(path=dataset_path),
-                storage=storage,
-                samples=SampleRange(start=start, num_samples=num_samples),
-                teacher=teacher,
-                generation=GenerationConfig(max_turns=max_turns, temperature=temperature,
-                                            rollouts_per_sample=rollouts, max_concurrency=max_concurrency),
-                tools=ToolsConfig(enabled=tuple(t.strip() for t in tools.split(",") if t.strip()),
-                                  box_convention=BoxConvention(box_convention)),
-                chunk_size=chunk_size,
-                refresh=refresh,
-            )
+    flags = {
+        "dataset": dataset, "output": output, "chunk_size": chunk_size, "refresh": refresh or None,
+        "samples.start": start, "samples.num_samples": num_samples,
+        "teacher.base_url": base_url, "teacher.model": model, "teacher.api_key_env": api_key_env,
+        "teacher.profile": teacher_profile,
+        "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
+        "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
+        "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
+        "generation.temperature": temperature, "generation.top_p": top_p, "generation.top_k": top_k,
+        "generation.repetition_penalty": repetition_penalty, "generation.seed": seed,
+        "generation.reasoning_effort": reasoning_effort, "generation.rollouts_per_sample": rollouts,
+        "generation.max_concurrency": max_concurrency,
+        "tools.enabled": [t.strip() for t in tools.split(",") if t.strip()] if tools is not None else None,
+        "tools.box_convention": box_convention, "tools.max_images": max_images,
+        "image.max_pixels": max_pixels, "image.image_format": image_format, "image.jpeg_quality": jpeg_quality,
+    }
+    with _demo_teacher(demo, dataset) as (dataset_path, sim_url):
+        if demo:
+            flags.update({"dataset": dataset_path, "teacher.base_url": sim_url})
+        try:
+            params = run_params(config, flags)
+        except ConfigError as exc:
+            console.print(f"[red]{exc}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+        params["teacher"] = _teacher_without_url_credentials(params["teacher"])
+        try:
+            raise_if_locked(params["storage"].store())  # at once, before any server starts; the flow takes the lock
             summary, failure = _run_with_progress(params)
-    except StoreLockedError as exc:
-        console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        except StoreLockedError as exc:
+            console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     _print_summary(summary)
-    _print_failures(storage)
-    if failure:  # samples failed after retries; the flow wrote every trace and the summary
-        console.print(f"[red]{escape(failure)}[/red]\nrun the same command again to generate only the failed samples")
+    _print_failures(params["storage"])
+    if failure:  # samples failed after retries, or the run stopped; the flow wrote every trace and the summary
+        console.print(f"[red]{failure}[/red]", soft_wrap=True)
+        if not summary.get("stopped"):
+            console.print("run the same command again to generate only the failed samples")
         raise typer.Exit(1)
-    console.print(f"traces in {output}")
+    console.print(f"traces in {params['storage'].url}")
 
 
-def _url_without_credentials(url: str | None) -> str | None:
-    """A URL with credentials reaches the client through $OPENAI_BASE_URL instead of the flow's
+def _json_object(flag: str, text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=flag) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint=flag)
+    return value
+
+
+def _headers(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    headers = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected K=V, got {name.strip() or pair!r}", param_hint="--header")
+        headers[name.strip()] = value
+    return headers
+
+
+def _teacher_without_url_credentials(teacher: "TeacherConfig") -> "TeacherConfig":
+    """A base URL with credentials reaches the client through $OPENAI_BASE_URL instead of the flow's
     parameters, which Prefect stores in its database; traces and logs record it redacted."""
     from geodistil.redact import url_has_credentials
 
-    if url is None or not url_has_credentials(url):
-        return url
-    os.environ["OPENAI_BASE_URL"] = url
-    return None
+    if teacher.base_url is None or not url_has_credentials(teacher.base_url):
+        return teacher
+    os.environ["OPENAI_BASE_URL"] = teacher.base_url
+    return teacher.model_copy(update={"base_url": None})
 
 
 def _print_failures(storage: "StorageSpec", shown: int = 5) -> None:
@@ -135,9 +217,7 @@ def _print_failures(storage: "StorageSpec", shown: int = 5) -> None:
     from geodistil.generate import MANIFEST
 
     failed = [row for row in storage.store().read_json(MANIFEST)["traces"] if not row["ok"]]
-    for row in failed[:shown]:
-        console.print(f"[red]failed[/red] {row['name']}: {row['error_kind']}: {escape(str(row['error']))}",
-                      highlight=False, soft_wrap=True)
+    print_problems("failed", [f"{row['name']}: {row['error_kind']}: {row['error']}" for row in failed], shown)
     if failed:
         console.print(f"{len(failed)} failed samples in all: the rows with \"ok\": false in "
                       f"{storage.url}/{MANIFEST}; their error traces are in {storage.url}", soft_wrap=True)
@@ -173,11 +253,9 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.generation import run_generation
-    from geodistil.data import open_dataset
     from tasks.generation import add_listener, remove_listener
 
-    total = len(params["samples"].indices(len(open_dataset(params["dataset"])))) * \
-        params["generation"].rollouts_per_sample
+    total = _planned_traces(params)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
@@ -194,6 +272,23 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
             return run_generation(**params)
         finally:
             remove_listener(on_record)
+
+
+def _planned_traces(params: dict) -> int:
+    """The traces the run will make. Bad input (a dataset that cannot be opened, a range that
+    holds no sample) ends the command here, in one line, before any flow starts."""
+    from geodistil.data import open_dataset
+    from geodistil.errors import ConfigError
+
+    samples = params["samples"]
+    try:
+        length = len(open_dataset(params["dataset"]))
+        indices = samples.indices(length)
+    except ConfigError as exc:
+        fail(str(exc))
+    if shortfall := samples.shortfall(length):
+        warn(shortfall)
+    return len(indices) * params["generation"].rollouts_per_sample
 
 
 def _print_summary(summary: dict) -> None:
@@ -213,16 +308,50 @@ def _print_summary(summary: dict) -> None:
 def check_api(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)"),
     model: str = typer.Option(..., help="model name"),
-    tool_style: str = typer.Option("text", help="text or native tool calls"),
+    api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key "
+                                                         "(default OPENAI_API_KEY)"),
+    teacher_profile: Optional[str] = typer.Option(None, help="auto (default) | vllm | sglang | openai | "
+                                                             "openai-reasoning | gemini | llama-cpp"),
+    tool_style: Optional[str] = typer.Option(None, callback=_dialect,
+                                             help="tool-call dialect: hermes | qwen3_xml | native (text = hermes); "
+                                                  "default: the profile's"),
+    max_tokens: int = typer.Option(1024, min=16, help="completion tokens for the probe request"),
+    extra_body: Optional[str] = typer.Option(None, help="JSON object of more request parameters"),
+    header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
 ) -> None:
-    """Check a teacher endpoint: models, one image request with tools, format of the reply."""
-    from geodistil.checkapi import check_api as run_check
+    """Check a teacher endpoint: what server it is, one image request with tools, what came back, the flags to use."""
+    from pydantic import ValidationError
 
-    report = asyncio.run(run_check(base_url, model, tool_style))
-    table = Table(title="teacher check", show_header=False)
-    for key, value in report.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    from geodistil.checkapi import check_api as run_check
+    from geodistil.cli.runfile import secrets_to_env
+    from geodistil.config import GenerationConfig, TeacherConfig
+
+    given = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "profile": teacher_profile,
+             "tool_style": tool_style, "extra_body": _json_object("--extra-body", extra_body),
+             "headers": _headers(header)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "extra_body" in given:
+        given["extra_body"] = secrets_to_env(given["extra_body"], "BODY")
+    if "headers" in given:
+        given["headers"] = secrets_to_env(given["headers"], "HEADER")
+    try:
+        # one retry and a long timeout: a check should answer soon, and a cold server may be slow
+        teacher = TeacherConfig(**given, max_retries=1, timeout_s=120)
+        report = asyncio.run(run_check(teacher, GenerationConfig(max_tokens=max_tokens)))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        console.print(f"[red]{'.'.join(map(str, error['loc']))}: {error['msg']}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(report))
+    else:
+        table = Table(title="teacher check", show_header=False)
+        for key, value in report.items():
+            if key != "verdict":
+                table.add_row(key, str(value))
+        console.print(table)
+        console.print(report["verdict"], soft_wrap=True)
     if not report.get("ok"):
         raise typer.Exit(1)
 

@@ -2,9 +2,11 @@
 
 The child handles every file-system right its kernel knows and grants none, so after
 ``restrict_self`` it cannot open, create, truncate, remove or execute any path (reads of
-``/etc/passwd`` and ``/proc/<pid>/environ`` included). From ABI 4 it also handles TCP bind and
-connect with no port allowed; from ABI 6 it scopes signals and abstract unix sockets to its own
-domain, so it cannot signal the zygote or the geodistil process.
+``/etc/passwd`` and ``/proc/<pid>/environ`` included). It checks only after the path is looked
+up, and leaves metadata alone (``stat``, ``access``, ``readlink``, extended attributes,
+inotify): ``seccomp.py`` denies those. From ABI 4 it also handles TCP bind and connect with
+no port allowed; from ABI 6 it scopes signals and abstract unix sockets to its own domain, so
+it cannot signal the zygote or the geodistil process.
 
 Landlock must be compiled in and enabled at boot (``lsm=...,landlock``); ``abi_version`` says
 whether it is, without side effects, so the parent can probe it too.

@@ -1,11 +1,19 @@
 """Layer "seccomp": a syscall filter (pyseccomp over Debian's libseccomp2), the child's last layer.
 
 Default allow, with EPERM for everything a geolocation image script has no business doing:
-sockets, starting processes or programs, opening files for writing or changing the file
-system, tracing or signalling any process, and the kernel's larger attack surfaces (io_uring,
-bpf, mount, namespaces, keyrings, modules). The EPERM reaches the code as a clean
-``PermissionError`` it can report. Syscalls of another architecture (i386 ``int 0x80``, x32)
-kill the process, so they cannot be used to step around the rules.
+sockets, starting processes or programs, any use of a path (opening, inspecting, watching or
+changing the file system), kernel objects that outlive the process (System V shared memory,
+message queues and semaphores; POSIX message queues), tracing or signalling any process, and
+the kernel's larger attack surfaces (io_uring, bpf, mount, namespaces, keyrings, modules). The
+EPERM reaches the code as a clean ``PermissionError`` it can report. Syscalls of another
+architecture (i386 ``int 0x80``, x32) kill the process, so they cannot be used to step around
+the rules.
+
+Paths are denied here although Landlock already refuses every open: Landlock checks an open
+after the path is looked up (ENOENT or EACCES tells whether a host path exists) and does not
+cover ``stat``, ``access``, ``readlink``, extended attributes or inotify at all. Denied before
+the lookup, every path answers EPERM alike. Python needs none of them once the zygote has
+preloaded what the code may use.
 
 libseccomp takes milliseconds to compile the rules, so the zygote compiles them once
 (``compile_program``) and each child only hands the finished BPF program to the kernel
@@ -31,13 +39,22 @@ _DENIED = (
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
     "pidfd_send_signal", "kcmp", "perf_event_open",
-    # the file system beyond reading what is already open
-    "creat", "open_by_handle_at", "name_to_handle_at", "mknod", "mknodat", "link", "linkat",
+    # paths: opened (Landlock refuses it too, but only after the lookup), inspected, watched
+    "open", "openat", "openat2", "creat", "open_by_handle_at", "name_to_handle_at", "uselib",
+    "stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat",
+    "statfs", "chdir", "getxattr", "lgetxattr", "listxattr", "llistxattr",
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
+    # paths: changed
+    "mknod", "mknodat", "link", "linkat",
     "symlink", "symlinkat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir",
     "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown",
     "fchownat", "truncate", "ftruncate", "utime", "utimes", "utimensat", "futimesat",
     "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     "memfd_create", "memfd_secret",
+    # kernel objects that outlive the process, beyond every memory limit, seen by later jobs
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "ipc",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # kernel attack surface and privileges
     "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "userfaultfd",
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
@@ -49,16 +66,30 @@ _DENIED = (
     "setfsuid", "setfsgid", "capset",
 )
 
+# Newer than Debian 12's libseccomp 2.5.4, which cannot name them: path metadata, xattrs and
+# the mount table. Their numbers are those of the unified table that every architecture but
+# alpha and mips uses (``landlock_create_ruleset`` is 444 there), so they are added by number.
+_DENIED_BY_NUMBER = {
+    "statmount": 457, "listmount": 458, "setxattrat": 463, "getxattrat": 464, "listxattrat": 465,
+    "removexattrat": 466, "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469,
+}
+_UNIFIED_TABLE_ANCHOR = ("landlock_create_ruleset", 444)
+
 _CLONE_THREAD = 0x00010000
-# open(2) flags that write or create; any of them set means EPERM
-_WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC)
 
 
 def _rule(flt: sc.SyscallFilter, action: int, name: str, *args: sc.Arg) -> None:
-    # -1 is libseccomp's "no such syscall on this architecture" (e.g. open or fork on arm64)
-    if sc.resolve_syscall(sc.Arch.NATIVE, name) == -1:
-        return
-    flt.add_rule(action, name, *args)
+    number = sc.resolve_syscall(sc.Arch.NATIVE, name)
+    if number == -1 and name in _DENIED_BY_NUMBER and _unified_table():
+        number = _DENIED_BY_NUMBER[name]
+    # still -1: no such syscall on this architecture (e.g. open or fork on arm64)
+    if number != -1:
+        flt.add_rule(action, number, *args)
+
+
+def _unified_table() -> bool:
+    name, number = _UNIFIED_TABLE_ANCHOR
+    return sc.resolve_syscall(sc.Arch.NATIVE, name) == number
 
 
 def compile_program() -> bytes:
@@ -66,16 +97,12 @@ def compile_program() -> bytes:
     flt = sc.SyscallFilter(sc.ALLOW)
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     deny = sc.ERRNO(errno.EPERM)
-    for name in _DENIED:
+    for name in (*_DENIED, *_DENIED_BY_NUMBER):
         _rule(flt, deny, name)
     # a process-creating clone lacks CLONE_THREAD; clone3 hides its flags in memory the
     # filter cannot read, so it answers ENOSYS and glibc falls back to plain clone
     _rule(flt, deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
     _rule(flt, sc.ERRNO(errno.ENOSYS), "clone3")
-    _rule(flt, sc.ERRNO(errno.ENOSYS), "openat2")  # flags hidden in a struct, as above
-    for flag in _WRITE_FLAGS:
-        _rule(flt, deny, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
-        _rule(flt, deny, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
     fd = os.memfd_create("geodistil-seccomp")
     try:
         with os.fdopen(os.dup(fd), "wb") as out:
@@ -109,5 +136,5 @@ def load_program(program: bytes) -> tuple[bool, str]:
         if probe >= 0:
             os.close(probe)
         return False, "the filter was accepted but does not deny socket()"
-    return True, (f"{len(_DENIED)} syscalls denied (sockets, exec, fork, signals, ptrace, io_uring, bpf, mount, "
-                  "...); write-opens and process clones denied")
+    return True, (f"{len(_DENIED) + len(_DENIED_BY_NUMBER)} syscalls denied (sockets, exec, fork, every path, "
+                  "System V IPC, signals, ptrace, io_uring, bpf, mount, ...); process clones denied")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from geodistil.dialects import ALIASES, DialectName
+
+from geodistil.sim.emulation import EMULATIONS
 
 _RATE = {"ge": 0.0, "le": 1.0}
 
@@ -28,11 +32,44 @@ class SimConfig(BaseModel):
     rate_hang: float = Field(0.0, **_RATE, description="share of requests never answered")
     rate_malformed: float = Field(0.0, **_RATE, description="share of answers that are a tool call with broken JSON")
     rate_no_box: float = Field(0.0, **_RATE, description="share of answers without \\boxed{}")
-    tool_style: Literal["text", "native"] = Field(
-        "text", description="text: <tool_call> JSON in the content; native: OpenAI tool_calls")
+    profile: Literal["vllm", "sglang", "openai", "openai-reasoning", "gemini", "llama-cpp"] | None = Field(
+        None, description="real server to emulate: the parameters it refuses, its error messages, its /v1/models "
+                          "(see geodistil.sim.emulation); default: accept everything")
+    tool_style: DialectName = Field(
+        "hermes", description="dialect of the calls: hermes or qwen3_xml text in the content, native OpenAI "
+                              "tool_calls (when the request has tools); text: hermes; default: the profile's")
+    think: bool = Field(False, description="open each reply with <think> reasoning that drafts a call and an answer")
+    max_context_tokens: int | None = Field(
+        None, ge=1, description="context limit (estimated prompt tokens, plus max tokens where the server counts "
+                                "them), answered with the profile's 400")
+    max_images_per_prompt: int | None = Field(
+        None, ge=0, description="images per request (vLLM's --limit-mm-per-prompt, SGLang's "
+                              "--limit-mm-data-per-request), answered with that server's 400")
+    api_key: str | None = Field(None, description="answer 401 unless the request carries this bearer key")
+    reasoning: bool = Field(False, description="return a reasoning field where the profile's server has one")
     tool_calls: int | None = Field(
         None, ge=0, le=10, description="tool-call turns per conversation before the answer (default: 0-3, drawn)")
     seed: int = Field(0, description="seeds the answers (with the request content) and the fault draws")
+
+    @field_validator("tool_style", mode="before")
+    @classmethod
+    def _dialect_alias(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_speaks_its_dialect(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("tool_style") is not None:
+            return data
+        emulation = EMULATIONS.get(data.get("profile"))  # an unknown profile: its own error
+        unset = {k: v for k, v in data.items() if k != "tool_style"}  # no profile: the field's default
+        return unset if emulation is None else {**unset, "tool_style": emulation.tool_style}
+
+    @model_validator(mode="after")
+    def _image_limit_exists(self) -> SimConfig:
+        if self.max_images_per_prompt is not None and not EMULATIONS[self.profile].image_limit:
+            raise ValueError(f"the {self.profile} server has no per-prompt image limit to emulate")
+        return self
 
     @model_validator(mode="after")
     def _exclusive_faults_fit(self) -> SimConfig:

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from geodistil.dialects import HERMES, NATIVE, Dialect
 from geodistil.sim.guess import Guess, guess
 from geodistil.sim.reading import Conversation, image_size
 
@@ -141,19 +142,32 @@ def respond(conv: Conversation, seed: int, *, tool_calls: int | None = None,
     return Reply(f"{g.reasoning}{looked}\n\n{_boxed(rng, g)}")
 
 
-def text_content(reply: Reply) -> str:
-    """The reply as Qwen/Hermes text: reasoning, then one ``<tool_call>`` block per call."""
-    blocks = []
-    for call in reply.calls:
-        try:
-            payload = json.dumps({"name": call.name, "arguments": json.loads(call.arguments_json)})
-        except ValueError:  # malformed on purpose: splice the broken arguments in as they are
-            payload = f'{{"name": "{call.name}", "arguments": {call.arguments_json}}}'
-        blocks.append(f"<tool_call>\n{payload}\n</tool_call>")
-    return "\n".join([reply.content, *blocks])
+def _arguments(call: PlannedCall) -> dict[str, Any] | str:
+    """The call's arguments, or the broken JSON as it is for a malformed call."""
+    try:
+        return json.loads(call.arguments_json)
+    except ValueError:
+        return call.arguments_json
 
 
-def native_tool_calls(reply: Reply) -> list[dict[str, Any]]:
-    """The calls in OpenAI ``message.tool_calls`` shape (arguments stay a JSON string)."""
-    return [{"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
-            for c in reply.calls]
+def _thinking(dialect: Dialect) -> str:
+    """Thinking that drafts a call and an answer it then drops: neither may count as made."""
+    draft = dialect.call_text(ROTATE, {"angle": 90}) if dialect is not NATIVE else "a rotation"
+    return (f"<think>\nWould {draft} help? Perhaps not. A first guess: \\boxed{{0.0, 0.0}}. "
+            "Let me look again before I answer.\n</think>\n\n")
+
+
+def message(reply: Reply, dialect: Dialect, request_tools: bool, think: bool = False) -> tuple[dict[str, Any], str]:
+    """The reply as an OpenAI assistant message in ``dialect``, and its finish reason.
+
+    Native calls need the request's ``tools``: without them a server runs no tool parser, so the
+    calls stay text in the Qwen/Hermes form the model was prompted with (as vLLM answers).
+    """
+    content = _thinking(dialect) + reply.content if think else reply.content
+    if reply.calls and dialect is NATIVE and request_tools:
+        calls = [{"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                 for c in reply.calls]
+        return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+    writer = HERMES if dialect is NATIVE else dialect
+    blocks = [writer.call_text(c.name, _arguments(c)) for c in reply.calls]
+    return {"role": "assistant", "content": "\n".join([content, *blocks])}, "stop"

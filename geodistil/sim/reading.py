@@ -94,7 +94,7 @@ def native_tools(tools: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-def read_request(body: Any, tool_style: str) -> Conversation:
+def read_request(body: Any) -> Conversation:
     """The ``Conversation`` in a chat-completion body; ``ValueError`` if it has no messages."""
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
@@ -116,7 +116,8 @@ def read_request(body: Any, tool_style: str) -> Conversation:
             images.extend(p["image_url"]["url"] for p in parts if p.get("type") == "image_url"
                           and isinstance(p.get("image_url"), dict) and isinstance(p["image_url"].get("url"), str))
     first_user = first_user or ""
-    offered = tools_named_in(first_user) if tool_style == "text" else native_tools(body.get("tools"))
+    # a chat template writes the request's tools into the prompt too: the model sees both
+    offered = tools_named_in(first_user) | native_tools(body.get("tools"))
     seed = body.get("seed")
     return Conversation(first_user, clues_in(first_user), turns, tuple(images), offered,
                         seed if isinstance(seed, int) else None, chars)

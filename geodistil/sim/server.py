@@ -1,8 +1,10 @@
 """The simulated teacher over HTTP: an OpenAI-compatible server for tests, demos and load tests.
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (OpenAI response shape, with
-``usage``) and ``GET /sim/stats``, JSON counters: ``requests`` (every chat-completion request
-received), then by outcome ``429``, ``500``, ``hang``, ``bad_request``, ``disconnected`` and
+``usage``), ``GET /props`` (llama.cpp's) and ``GET /sim/stats``, JSON counters: ``requests``
+(every chat-completion request received), then by outcome ``429``, ``500``, ``hang``,
+``bad_request``, the 4xx of the emulated server (``refused_param``, ``context_length``,
+``image_limit``, ``unauthorized``; see ``geodistil.sim.emulation``), ``disconnected`` and
 ``ok`` (a 200 answer), which is one of ``tool_calls``, ``answers`` (a boxed answer),
 ``malformed`` or ``no_box``; plus ``in_flight`` and ``max_in_flight``. Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
 answers without a box) are drawn per request from one ``random.Random(seed)`` that is
@@ -34,7 +36,9 @@ from starlette.routing import Route
 
 from geodistil import geo
 from geodistil.sim.config import SimConfig
-from geodistil.sim.policy import Reply, native_tool_calls, respond, text_content
+from geodistil.dialects import ALIASES, DIALECTS, dialect_named
+from geodistil.sim.emulation import EMULATIONS
+from geodistil.sim.policy import Reply, message, respond
 from geodistil.sim.reading import Conversation, read_request
 
 __all__ = ["SimConfig", "SimServer", "create_app", "serve", "main", "SIM_MODEL", "RETRY_AFTER_S"]
@@ -45,7 +49,8 @@ IMAGE_TOKENS = 1000  # about what a 1024x768 image costs a Qwen2.5-VL (28 px pat
 HANG_MAX_S = 3600.0
 _HANG_POLL_S = 0.5
 STAT_KEYS = ("requests", "ok", "429", "500", "hang", "malformed", "no_box", "tool_calls", "answers",
-             "bad_request", "disconnected", "in_flight", "max_in_flight")
+             "bad_request", "refused_param", "context_length", "image_limit", "unauthorized",
+             "disconnected", "in_flight", "max_in_flight")
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -65,10 +70,17 @@ class _Sim:
         self.config = config
         self.faults = random.Random(config.seed)
         self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.emulation = EMULATIONS[config.profile]
 
     async def models(self, request: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [
-            {"id": SIM_MODEL, "object": "model", "created": 0, "owned_by": "geodistil-sim"}]})
+        entry = self.emulation.model_entry(SIM_MODEL, self.config.max_context_tokens)
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def props(self, request: Request) -> JSONResponse:
+        if self.config.profile != "llama-cpp":
+            return JSONResponse({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}, 404)
+        return JSONResponse({"default_generation_settings": {"n_ctx": self.config.max_context_tokens or 4096},
+                             "model_path": f"/models/{SIM_MODEL}.gguf"})
 
     async def stats_route(self, request: Request) -> JSONResponse:
         return JSONResponse(self.stats)
@@ -108,41 +120,67 @@ class _Sim:
         if fault < c.rate_429 + c.rate_hang + c.rate_500:
             s["500"] += 1
             return _error(500, "simulated server error", "server_error")
+        if c.api_key is not None and request.headers.get("authorization") != f"Bearer {c.api_key}":
+            s["unauthorized"] += 1
+            status, refusal = self.emulation.auth_error()
+            return JSONResponse(refusal, status)
         try:
             body = json.loads(raw)
             if isinstance(body, dict) and body.get("stream"):
                 raise ValueError("the simulated teacher does not stream; send stream=false")
-            conv = read_request(body, c.tool_style)
+            conv = read_request(body)
         except ValueError as exc:
             s["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error")
+        refused = self._refusal(body, conv)
+        if refused is not None:
+            return refused
         reply = respond(conv, c.seed, tool_calls=c.tool_calls, malformed=u_malformed < c.rate_malformed,
                         no_box=u_no_box < c.rate_no_box)
         s["ok"] += 1
         s[reply.outcome] += 1
         return JSONResponse(self._completion(body, conv, reply))
 
+    def _refusal(self, body: dict[str, Any], conv: Conversation) -> JSONResponse | None:
+        """The emulated server's 400 for this request (a refused parameter, a limit), if any."""
+        c, s, e = self.config, self.stats, self.emulation
+        refusal = e.refusal(body)
+        if refusal is not None:
+            s["refused_param"] += 1
+            return JSONResponse(refusal, 400)
+        if c.max_images_per_prompt is not None and len(conv.image_urls) > c.max_images_per_prompt:
+            s["image_limit"] += 1
+            return JSONResponse(e.image_error(len(conv.image_urls), c.max_images_per_prompt), 400)
+        if c.max_context_tokens is not None:
+            prompt = _prompt_tokens(conv)
+            requested = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+            completion = int(requested) if e.counts_completion() and isinstance(requested, int) else 0
+            if prompt + completion > c.max_context_tokens:
+                s["context_length"] += 1
+                return JSONResponse(e.context_error(prompt, completion, c.max_context_tokens), 400)
+        return None
+
     def _completion(self, body: dict[str, Any], conv: Conversation, reply: Reply) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant"}
-        finish = "stop"
-        if self.config.tool_style == "native" and reply.calls:
-            message["content"] = reply.content
-            message["tool_calls"] = native_tool_calls(reply)
-            finish = "tool_calls"
-        else:
-            message["content"] = text_content(reply)
-        completion_chars = len(message["content"]) + sum(len(c.arguments_json) for c in reply.calls)
-        prompt_tokens = conv.prompt_chars // 4 + IMAGE_TOKENS * len(conv.image_urls)
+        answer, finish = message(reply, dialect_named(self.config.tool_style), bool(body.get("tools")),
+                                 think=self.config.think)
+        if self.config.reasoning and self.emulation.reasoning_field:
+            answer[self.emulation.reasoning_field] = f"The photo needs a close look. {reply.content.splitlines()[0]}"
+        completion_chars = len(answer["content"] or "") + sum(len(c.arguments_json) for c in reply.calls)
+        prompt_tokens = _prompt_tokens(conv)
         completion_tokens = completion_chars // 4 + 1
         return {
             "id": f"chatcmpl-sim-{conv.key(self.config.seed, 'id', conv.assistant_turns):016x}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or SIM_MODEL,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": answer, "finish_reason": finish, "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+
+
+def _prompt_tokens(conv: Conversation) -> int:
+    return conv.prompt_chars // 4 + IMAGE_TOKENS * len(conv.image_urls)
 
 
 def create_app(config: SimConfig) -> Starlette:
@@ -152,6 +190,7 @@ def create_app(config: SimConfig) -> Starlette:
     app = Starlette(routes=[
         Route("/v1/models", sim.models, methods=["GET"]),
         Route("/v1/chat/completions", sim.chat, methods=["POST"]),
+        Route("/props", sim.props, methods=["GET"]),
         Route("/sim/stats", sim.stats_route, methods=["GET"]),
     ])
     app.state.sim = sim
@@ -297,13 +336,25 @@ class SimServer:
         self.stop()
 
 
+def _boolean(value: str) -> bool:
+    """``--think=False`` (as ``SimServer`` passes a config to its process) is false, unlike ``bool("False")``."""
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
+
+
+_ARG_TYPES: dict[str, Any] = {"profile": str, "api_key": str, "tool_style": str}
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m geodistil.sim``: the flags are the ``SimConfig`` fields (``--rate-429`` ...)."""
     parser = argparse.ArgumentParser(prog="python -m geodistil.sim", description=serve.__doc__)
     for name, field in SimConfig.model_fields.items():
-        kind = int if field.default is None else type(field.default)  # tool_calls: None means "drawn"
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default, help=field.description,
-                            choices=("text", "native") if name == "tool_style" else None)
+        kind = _ARG_TYPES.get(name) or (int if field.default is None else type(field.default))  # None: unset
+        kind = _boolean if kind is bool else kind
+        default = None if name == "tool_style" else field.default  # unset: the profile's
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=field.description,
+                            choices=(*DIALECTS, *ALIASES) if name == "tool_style" else None)
     parser.add_argument("--log-level", default="info")
     options = vars(parser.parse_args(argv))
     log_level = options.pop("log_level")

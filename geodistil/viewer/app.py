@@ -9,17 +9,21 @@ Routes:
 
 Only names in the index (built from the store's own listing) are ever read, so no path
 from a URL reaches the filesystem: ``../`` or an encoded ``..%2f`` is simply not a name.
+Only the ``Host`` names in ``allowed_hosts`` are answered (see ``hosts``); any other gets a
+400 before a route runs.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -27,8 +31,10 @@ from starlette.routing import Route
 from geodistil.errors import TraceError
 from geodistil.store import TraceStore
 from geodistil.trace import Trace
+from geodistil.viewer.hosts import LOOPBACK, host_names
 from geodistil.viewer.images import ImageCache
 from geodistil.viewer.index import TraceIndex
+from geodistil.viewer.numbers import json_safe
 from geodistil.viewer.pages import message_html, trace_context
 from geodistil.viewer.query import SORT_KEYS, QueryError, TraceQuery
 from geodistil.viewer.templates import environment
@@ -60,14 +66,19 @@ class Viewer:
         body = self.env.get_template(template).render(**context)
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
+    @staticmethod
+    def json(body: Any, status: int = 200) -> JSONResponse:
+        """Strict JSON: a trace's NaN or Infinity goes out as a string (see ``numbers``), never as a 500."""
+        return JSONResponse(json_safe(body), status_code=status, headers=SECURITY_HEADERS)
+
     def not_found(self, request: Request, what: str) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": what}, status_code=404, headers=SECURITY_HEADERS)
+            return self.json({"error": what}, 404)
         return self.html("message.html", 404, title="Not found", message=what)
 
     def bad_request(self, request: Request, problem: str) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": problem}, status_code=400, headers=SECURITY_HEADERS)
+            return self.json({"error": problem}, 400)
         return self.html("message.html", 400, title="Bad request", message=problem)
 
     def known_name(self, request: Request) -> str | None:
@@ -75,7 +86,11 @@ class Viewer:
         return name if isinstance(name, str) and name in self.index else None
 
     def read(self, name: str) -> Trace:
-        return self.store.read_trace(name)
+        """The trace, or a ``TraceError`` saying why not (also for a folder or an unreadable file so named)."""
+        try:
+            return self.store.read_trace(name)
+        except OSError as exc:
+            raise TraceError(f"{name}: cannot read the file: {exc.strerror or exc}") from exc
 
     # routes (plain functions: Starlette runs them in its thread pool) ---------------------
     def list_page(self, request: Request) -> Response:
@@ -95,13 +110,13 @@ class Viewer:
             return self.bad_request(request, str(exc))
         body = self.index.query(q).as_dict()
         body.update(tools=self.index.tool_names, stop_reasons=self.index.stop_reasons, query=q.params())
-        return JSONResponse(body, headers=SECURITY_HEADERS)
+        return self.json(body)
 
     def refresh(self, request: Request) -> Response:
         outcome = self.index.refresh()
         self.images.clear()  # a rewritten trace must not show the old one's images
         if request.url.path.startswith("/api/"):
-            return JSONResponse(outcome, headers=SECURITY_HEADERS)
+            return self.json(outcome)
         return RedirectResponse("/", status_code=303)
 
     def trace_page(self, request: Request) -> Response:
@@ -128,7 +143,10 @@ class Viewer:
         if name is None:
             return self.not_found(request, "no such trace in this store")
         ref = request.path_params["ref"]
-        data = self.images.png(name, lambda: self.read(name), ref)
+        try:
+            data = self.images.png(name, lambda: self.read(name), ref)
+        except TraceError as exc:  # e.g. an unknown schema version: listed as failed, nothing to replay
+            return self.not_found(request, f"no image {ref}: {exc}")
         if data is None:
             return self.not_found(request, f"{name} has no rebuilt image {ref}")
         return Response(data, media_type="image/png",
@@ -151,8 +169,11 @@ def _display_url(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
-def create_app(store: TraceStore, dataset: str | None = None) -> Starlette:
-    """The viewer app over a store; ``dataset`` overrides where the traces' dataset is read from."""
+def create_app(store: TraceStore, dataset: str | None = None, allowed_hosts: Sequence[str] = LOOPBACK) -> Starlette:
+    """The viewer app over a store; ``dataset`` overrides where the traces' dataset is read from.
+
+    ``allowed_hosts`` are the ``Host`` names answered, as ``hosts.host_names`` spells them.
+    """
     viewer = Viewer(store, dataset)
     routes = [
         Route("/", viewer.list_page),
@@ -164,21 +185,26 @@ def create_app(store: TraceStore, dataset: str | None = None) -> Starlette:
         Route("/favicon.svg", _favicon),
         Route("/favicon.ico", _favicon),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(GZipMiddleware, minimum_size=2048)])
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False),
+                  Middleware(GZipMiddleware, minimum_size=2048)]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.viewer = viewer
     return app
 
 
 def serve(url: str, host: str = "127.0.0.1", port: int = 8765, dataset: str | None = None,
-          storage_options: dict[str, Any] | None = None, log_level: str = "warning") -> None:
-    """Index a store and serve the viewer until interrupted."""
+          storage_options: dict[str, Any] | None = None, log_level: str = "warning",
+          allowed_hosts: Iterable[str] = ()) -> None:
+    """Index a store and serve the viewer until interrupted; ``allowed_hosts`` adds names it answers to."""
     import uvicorn
 
-    app = create_app(TraceStore(url, storage_options), dataset)
+    names = host_names(host, allowed_hosts)
+    app = create_app(TraceStore(url, storage_options), dataset, names)
     viewer: Viewer = app.state.viewer
     threading.Thread(target=land_path, daemon=True).start()  # the map's outlines, ready by the first trace page
     start = time.perf_counter()
     outcome = viewer.index.refresh()
     print(f"indexed {outcome['traces']} traces of {_display_url(url)} in {time.perf_counter() - start:.2f}s")
-    print(f"geodistil viewer on http://{host}:{port}/  (Ctrl+C to stop)")
+    print(f"geodistil viewer on http://{names[0]}:{port}/  (Ctrl+C to stop)")
+    print(f"answering Host names {', '.join(names)} (more with --allowed-host NAME)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

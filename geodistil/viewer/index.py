@@ -20,6 +20,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from geodistil.store import TraceStore, parse_trace_name
+from geodistil.trace import SCHEMA_VERSION
 from geodistil.viewer.query import SORT_KEYS, TraceQuery
 
 ERROR_CHARS = 300  # an error message is cut to this in the index (the trace page shows it whole)
@@ -54,11 +55,28 @@ class TraceRow:
                 "failed": self.failed, "error": self.error, "error_kind": self.error_kind}
 
 
-def row_of(name: str, data: bytes) -> TraceRow:
-    """A row from a trace file's bytes; an unreadable file is a failed row, never an exception."""
+def failed_row(name: str, reason: str) -> TraceRow:
+    """The row of a file that cannot be read as a trace: listed, failed, with the reason as its error."""
+    sample, rollout = parse_trace_name(name) or (-1, 0)
+    return TraceRow(name=name, sample=sample, rollout=rollout, reward=0.0, distance=20000.0, turns=0, tools=(),
+                    tool_calls=0, tool_errors=0, stop="error", error=reason[:ERROR_CHARS], error_kind="unreadable")
+
+
+def row_of(name: str, data: bytes | Exception) -> TraceRow:
+    """A row from a trace file's bytes (or the error reading it); an unreadable file is a failed row, never a raise."""
+    if isinstance(data, Exception):
+        return failed_row(name, f"cannot read the file: {type(data).__name__}: {data}")
     sample, rollout = parse_trace_name(name) or (-1, 0)
     try:
         doc = json.loads(data)
+    except ValueError as exc:
+        return failed_row(name, f"unreadable trace file: {exc}")
+    if not isinstance(doc, dict):
+        return failed_row(name, "unreadable trace file: not a JSON object")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:  # the trace page and replay would refuse it: say so here, not later
+        return failed_row(name, f"unknown schema_version {version!r}: this viewer reads version {SCHEMA_VERSION}")
+    try:
         calls = doc.get("tool_calls_log") or []
         error = doc.get("error")
         return TraceRow(
@@ -69,10 +87,8 @@ def row_of(name: str, data: bytes) -> TraceRow:
             stop=str(doc.get("stop_reason", "error")), error=None if error is None else str(error)[:ERROR_CHARS],
             error_kind=doc.get("error_kind"),
         )
-    except (ValueError, TypeError, AttributeError) as exc:
-        return TraceRow(name=name, sample=sample, rollout=rollout, reward=0.0, distance=20000.0, turns=0, tools=(),
-                        tool_calls=0, tool_errors=0, stop="error", error=f"unreadable trace file: {exc}"[:ERROR_CHARS],
-                        error_kind="unreadable")
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # OverflowError: int(Infinity)
+        return failed_row(name, f"unreadable trace file: {exc}")
 
 
 class _Columns:
@@ -172,18 +188,40 @@ class TracePage:
                 "per_page": self.per_page, "traces": [r.as_dict() for r in self.rows]}
 
 
-def _signature(entry: dict[str, Any]) -> str:
-    """What tells that a file changed: size plus whatever stamp the filesystem gives."""
+def _signature(entry: dict[str, Any]) -> str | None:
+    """What tells that a file changed: size plus whatever stamp the filesystem gives; None when not a file."""
+    if entry.get("type") != "file":
+        return None
     stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("ETag") or entry.get("last_modified")
     return f"{entry.get('size')}:{stamp}"
 
 
-def _read_local(path: str) -> bytes:
+def _local_listing(root: str) -> dict[str, str | None]:
+    """Trace name -> signature (None: not a regular file) of a local folder.
+
+    os.scandir brings the stats with the listing: about twice as fast as fsspec's ``ls``.
+    """
+    listing: dict[str, str | None] = {}
+    for entry in os.scandir(root):
+        if ".tmp-" in entry.name or parse_trace_name(entry.name) is None:
+            continue
+        try:
+            if entry.is_file():  # follows links; a folder, a dangling link or a pipe is not a file
+                st = entry.stat()
+                listing[entry.name] = f"{st.st_size}:{st.st_mtime_ns}"
+            else:
+                listing[entry.name] = None
+        except FileNotFoundError:
+            continue  # removed since the folder was listed
+    return listing
+
+
+def _read_local(path: str) -> bytes | OSError:
     try:
         with open(path, "rb") as f:
             return f.read()
-    except FileNotFoundError:
-        return b""  # vanished between listing and reading: an unreadable row until the next refresh
+    except OSError as exc:  # vanished since the listing, or not readable: a failed row until the next refresh
+        return exc
 
 
 class TraceIndex:
@@ -193,28 +231,23 @@ class TraceIndex:
         self.store = store
         self._local = isinstance(store.fs, LocalFileSystem)
         self._cols = _Columns([])
-        self._signatures: dict[str, tuple[str, TraceRow]] = {}
+        self._signatures: dict[str, tuple[str | None, TraceRow]] = {}
         self._refresh_lock = threading.Lock()
         self._built = False
         self.build_seconds = 0.0
 
-    def _listing(self) -> dict[str, str]:
-        """Trace file name -> change signature, straight from the store's folder listing."""
-        if self._local:  # os.scandir stats come with the listing: about twice as fast as fsspec's ls
-            try:
-                entries = [{"name": e.name, "size": (st := e.stat()).st_size, "mtime": st.st_mtime_ns,
-                            "type": "directory" if e.is_dir() else "file"} for e in os.scandir(self.store.root)]
-            except FileNotFoundError:
-                return {}
-        else:
-            try:
-                entries = self.store.fs.ls(self.store.root, detail=True, refresh=True)
-            except FileNotFoundError:
-                return {}
-        listing: dict[str, str] = {}
+    def _listing(self) -> dict[str, str | None]:
+        """Trace file name -> change signature (None: not a regular file), from the store's folder listing."""
+        try:
+            if self._local:
+                return _local_listing(self.store.root)
+            entries = self.store.fs.ls(self.store.root, detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        listing: dict[str, str | None] = {}
         for entry in entries:
             name = str(entry["name"]).rsplit("/", 1)[-1]
-            if ".tmp-" not in name and parse_trace_name(name) is not None and entry.get("type") != "directory":
+            if ".tmp-" not in name and parse_trace_name(name) is not None:
                 listing[name] = _signature(entry)
         return listing
 
@@ -228,7 +261,14 @@ class TraceIndex:
             blobs = self.store.fs.cat(paths, on_error="return")
             for name, path in zip(chunk, paths):
                 blob = blobs.get(path, b"") if isinstance(blobs, dict) else blobs
-                rows.append(row_of(name, blob if isinstance(blob, bytes) else b""))
+                rows.append(row_of(name, blob if isinstance(blob, (bytes, Exception)) else b""))
+        return rows
+
+    def _rows(self, names: list[str], listing: dict[str, str | None]) -> dict[str, TraceRow]:
+        """Rows of the named entries: files are read, anything else is a failed row."""
+        files = [n for n in names if listing[n] is not None]
+        rows = dict(zip(files, self._read_rows(files)))
+        rows.update((n, failed_row(n, "not a file")) for n in names if listing[n] is None)
         return rows
 
     def refresh(self) -> dict[str, Any]:
@@ -236,9 +276,9 @@ class TraceIndex:
         with self._refresh_lock:
             start = time.perf_counter()
             listing = self._listing()
-            changed = [n for n, sig in listing.items() if self._signatures.get(n, ("",))[0] != sig]
+            changed = [n for n, sig in listing.items() if n not in self._signatures or self._signatures[n][0] != sig]
             removed = [n for n in self._signatures if n not in listing]
-            for name, row in zip(changed, self._read_rows(changed)):
+            for name, row in self._rows(changed, listing).items():
                 self._signatures[name] = (listing[name], row)
             for name in removed:
                 del self._signatures[name]

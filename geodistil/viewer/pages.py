@@ -6,14 +6,16 @@ Kept apart from the HTML so the page template only lays things out.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
 
+from geodistil.dialects import call_spans
+from geodistil.scoring import read_answer
 from geodistil.trace import ImagePart, ToolCallRecord, Trace
 from geodistil.viewer.images import Rebuilt
+from geodistil.viewer.numbers import is_finite, number_text
 from geodistil.viewer.worldmap import map_view
 
 ZOOM, ROTATE, CODE = "image_zoom_in_tool", "image_rotate_tool", "python_code_tool"
@@ -34,7 +36,7 @@ class ToolCard:
     input: ImageView | None = None
     output: ImageView | None = None
     box: dict[str, float] | None = None  # percent of the input image: left, top, width, height
-    box_px: list[int] | None = None
+    box_px: str | None = None  # as JSON, so a non-finite value reads NaN or Infinity
     angle: float | None = None  # as applied (normalised to [0, 360))
     asked_angle: float | None = None  # as the teacher wrote it
     code: str | None = None
@@ -54,16 +56,18 @@ class Block:
     cards: list[ToolCard] = field(default_factory=list)
 
 
-_MARKS = re.compile(r"(\\boxed\{[^{}]*\})|(&lt;tool_call&gt;.*?&lt;/tool_call&gt;)", re.S)
-
-
 def message_html(text: str) -> Markup:
-    """Escaped message text with the answer and text tool calls marked out."""
-    escaped = str(escape(text))
-
-    def mark(m: re.Match[str]) -> str:
-        return f'<mark class="answer">{m.group(1)}</mark>' if m.group(1) else f'<span class="tc">{m.group(2)}</span>'
-    return Markup(_MARKS.sub(mark, escaped))
+    """Escaped message text with the answer and the text tool calls (in whatever dialect) marked out."""
+    marks = [(s.start, s.end, f'<span class="tc" data-dialect="{s.dialect}">', "</span>") for s in call_spans(text)]
+    answer = read_answer(text)
+    if answer is not None and not any(start <= answer.span[0] < end for start, end, _, _ in marks):
+        marks.append((*answer.span, f'<mark class="answer" data-format="{answer.format}">', "</mark>"))
+    html, at = [], 0
+    for start, end, open_tag, close_tag in sorted(marks):
+        html += [str(escape(text[at:start])), open_tag, str(escape(text[start:end])), close_tag]
+        at = end
+    html.append(str(escape(text[at:])))
+    return Markup("".join(html))
 
 
 def _image_view(ref: int, trace: Trace, rebuilt: Rebuilt) -> ImageView:
@@ -77,7 +81,9 @@ def _image_view(ref: int, trace: Trace, rebuilt: Rebuilt) -> ImageView:
 
 
 def _box_percent(box_px: list[Any], size: tuple[int, int] | None) -> dict[str, float] | None:
-    if not size or len(box_px) != 4 or not all(isinstance(v, (int, float)) for v in box_px):
+    """The box as percent of the image, or None when there is nothing sound to draw."""
+    if not size or min(size) <= 0 or len(box_px) != 4 or \
+            not all(isinstance(v, (int, float)) and is_finite(v) for v in box_px):
         return None
     w, h = size
     left, top, right, bottom = (float(v) for v in box_px)
@@ -92,8 +98,9 @@ def tool_card(call: ToolCallRecord, trace: Trace, rebuilt: Rebuilt) -> ToolCard:
     if call.output_ref is not None:
         card.output = _image_view(call.output_ref, trace, rebuilt)
     resolved = call.resolved or {}
-    if call.tool_name == ZOOM and isinstance(resolved.get("box_px"), list) and card.input is not None:
-        card.box_px = resolved["box_px"]
+    if call.tool_name == ZOOM and isinstance(resolved.get("box_px"), list) and resolved["box_px"] and \
+            card.input is not None:
+        card.box_px = json.dumps(resolved["box_px"])
         card.box = _box_percent(resolved["box_px"], card.input.size)
     if call.tool_name == ROTATE:
         card.angle = _number(resolved.get("angle_deg", call.tool_arguments.get("angle")))
@@ -144,12 +151,12 @@ def trace_context(name: str, trace: Trace, rebuilt: Rebuilt) -> dict[str, Any]:
     provenance = {
         "model": teacher.model if teacher else None,
         "tool style": teacher.tool_style if teacher else None,
-        "sampling": (f"temperature {teacher.temperature}, top_p {teacher.top_p}, max_tokens {teacher.max_tokens}, "
-                     f"seed {teacher.seed}") if teacher else None,
+        "sampling": (f"temperature {number_text(teacher.temperature)}, top_p {number_text(teacher.top_p)}, "
+                     f"max_tokens {teacher.max_tokens}, seed {teacher.seed}") if teacher else None,
         "box convention": teacher.box_convention if teacher else None,
         "tokens": f"{trace.usage.prompt_tokens} prompt, {trace.usage.completion_tokens} completion "
                   f"in {trace.usage.requests} requests ({trace.usage.retries} retries)",
-        "teacher latency": f"{trace.latency_s:.2f} s",
+        "teacher latency": f"{number_text(trace.latency_s, '.2f')} s",
         "dataset": f"{trace.dataset_path} [{trace.dataset_split or '-'}] {trace.dataset_fingerprint}",
         "geodistil": trace.geodistil_version or None,
         "started": trace.started_at.isoformat(timespec="seconds"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from geodistil.viewer.numbers import is_finite, number_text
+
 CSS = """
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1d2330;--muted:#667085;--line:#e4e7ec;--accent:#2f6fde;
 --good:#1a7f37;--bad:#c62828;--warn:#b26a00;--sea:#dfeaf5;--land:#f2efe6;--border:#b9b3a3}
@@ -107,8 +109,8 @@ LIST = """{% extends "base.html" %}
 {% for r in result.rows %}<tr data-name="{{ r.name }}">
  <td><a href="/trace/{{ r.name }}{{ view_query }}">{{ r.name }}</a></td>
  <td class="num">{{ r.sample }}</td><td class="num">{{ r.rollout }}</td>
- <td class="num"><span class="bar" style="width:{{ (r.reward * 60) | round(1) }}px"></span>{{ '%.3f' % r.reward }}</td>
- <td class="num">{{ '%.1f' % r.distance }}</td><td class="num">{{ r.turns }}</td>
+ <td class="num">{% if r.reward is finite %}<span class="bar" style="width:{{ (r.reward * 60) | round(1) }}px"></span>{% endif %}{{ r.reward | num('.3f') }}</td>
+ <td class="num">{{ r.distance | num('.1f') }}</td><td class="num">{{ r.turns }}</td>
  <td>{% for t in r.tools %}<span class="badge">{{ t }}</span>{% endfor %}{% if r.tool_errors %}<span class="badge err">{{ r.tool_errors }} failed</span>{% endif %}</td>
  <td>{{ r.stop }}</td><td class="error">{{ r.error or '' }}</td>
 </tr>{% else %}<tr><td colspan="9" class="muted">no trace matches</td></tr>{% endfor %}
@@ -140,13 +142,13 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
 </div>
 <div class="card"><h1>{{ name }}</h1><div class="facts">
  <div><span>sample · rollout</span>{{ trace.sample_index }} · {{ trace.rollout_index }}</div>
- <div><span>reward</span><b>{{ '%.4f' % trace.reward_score }}</b></div>
- <div><span>distance</span>{{ '%.1f' % trace.distance_km }} km</div>
+ <div><span>reward</span><b>{{ trace.reward_score | num('.4f') }}</b></div>
+ <div><span>distance</span>{{ trace.distance_km | num('.1f') }} km</div>
  <div><span>stop reason</span>{{ trace.stop_reason }}</div>
  <div><span>turns · tool calls</span>{{ trace.num_turns }} · {{ trace.tool_calls_log | length }}</div>
  <div><span>images (hash check)</span><span id="hash-summary"><span class="check ok">{{ checks_ok }} ✓</span>{% if checks_bad %} · <span class="check bad">{{ checks_bad }} ✗</span>{% endif %}{% if checks | length - checks_ok - checks_bad %} · {{ checks | length - checks_ok - checks_bad }} ?{% endif %}</span></div>
- <div><span>truth</span>{% if trace.ground_truth %}{{ '%.4f' % trace.ground_truth.lat }}, {{ '%.4f' % trace.ground_truth.lon }}{% else %}–{% endif %}</div>
- <div><span>prediction</span>{% if trace.prediction %}{{ '%.4f' % trace.prediction.lat }}, {{ '%.4f' % trace.prediction.lon }}{% else %}<span class="error">none parsed</span>{% endif %}</div>
+ <div><span>truth</span>{% if trace.ground_truth %}{{ trace.ground_truth.lat | num('.4f') }}, {{ trace.ground_truth.lon | num('.4f') }}{% else %}–{% endif %}</div>
+ <div><span>prediction</span>{% if trace.prediction %}{{ trace.prediction.lat | num('.4f') }}, {{ trace.prediction.lon | num('.4f') }}{% else %}<span class="error">none parsed</span>{% endif %}</div>
 </div>
 {% if trace.error %}<p class="error"><b>error{% if trace.error_kind %} ({{ trace.error_kind }}){% endif %}:</b> {{ trace.error }}</p>{% endif %}
 {% if replay_error %}<p class="check unknown"><b>images not rebuilt:</b> {{ replay_error }}</p>{% endif %}
@@ -158,7 +160,9 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
 {{ worldmap(map, 'map-world', '0 0 360 180') }}
 {% if map.inset %}<div style="margin-top:8px">{{ worldmap(map, 'map-inset', map.inset) }}</div>{% endif %}
 <div class="legend"><span><span class="dot" style="background:#1a7f37"></span>truth</span><span><span class="dot" style="background:#c62828"></span>prediction</span>
-{% if map.distance_km is not none %}<span id="distance">great-circle distance <b>{{ '%.1f' % map.distance_km }} km</b></span>{% endif %}</div>
+{% if trace.ground_truth and not map.truth %}<span class="muted off-map">truth not drawn: its coordinates are not finite</span>{% endif %}
+{% if trace.prediction and not map.prediction %}<span class="muted off-map">prediction not drawn: its coordinates are not finite</span>{% endif %}
+{% if map.distance_km is not none %}<span id="distance">great-circle distance <b>{{ map.distance_km | num('.1f') }} km</b></span>{% endif %}</div>
 </div>
 <div class="card"><details><summary>provenance</summary><div class="facts" style="margin-top:6px">{% for k, v in provenance.items() %}<div><span>{{ k }}</span><span class="mono" style="color:inherit;font-size:12px">{{ v }}</span></div>{% endfor %}</div></details></div>
 </div>
@@ -171,8 +175,8 @@ TRACE = """{% extends "base.html" %}{% from "img.html" import img %}
  {% if b.native_calls %}<details><summary>native tool_calls</summary><pre>{{ b.native_calls }}</pre></details>{% endif %}
  {% for c in b.cards %}<div class="tool{% if not c.call.success %} failed{% endif %}" data-tool="{{ c.call.tool_name }}">
   <div><b>#{{ c.call.index }} {{ c.call.tool_name }}</b> {% if c.call.success %}<span class="badge ok">ok</span>{% else %}<span class="badge err">failed</span>{% endif %}
-  <span class="muted">{{ '%.0f' % c.call.duration_ms }} ms{% if c.call.input_ref is not none %} · image {{ c.call.input_ref }}{% endif %}{% if c.call.output_ref is not none %} → image {{ c.call.output_ref }}{% endif %}</span></div>
-  {% if c.angle is not none %}<div class="angle">rotation <b>{{ '%g' % c.angle }}°</b> counter-clockwise{% if c.asked_angle is not none and c.asked_angle != c.angle %} <span class="muted">(asked {{ '%g' % c.asked_angle }}°)</span>{% endif %}</div>{% endif %}
+  <span class="muted">{{ c.call.duration_ms | num('.0f') }} ms{% if c.call.dialect %} · <span class="dialect">{{ c.call.dialect }}</span>{% endif %}{% if c.call.input_ref is not none %} · image {{ c.call.input_ref }}{% endif %}{% if c.call.output_ref is not none %} → image {{ c.call.output_ref }}{% endif %}</span></div>
+  {% if c.angle is not none %}<div class="angle">rotation <b>{{ c.angle | num('g') }}°</b> counter-clockwise{% if c.asked_angle is not none and c.asked_angle != c.angle %} <span class="muted">(asked {{ c.asked_angle | num('g') }}°)</span>{% endif %}</div>{% endif %}
   {% if c.box_px %}<div>box <span class="mono">{{ c.box_px }}</span> px on image {{ c.call.input_ref }}</div>{% endif %}
   {% if c.code %}<pre class="code">{{ c.code }}</pre>{% else %}<details><summary>arguments</summary><pre>{{ c.arguments }}</pre></details>{% endif %}
   {% if c.call.output_text %}<div class="muted">output</div><pre>{{ c.call.output_text }}</pre>{% endif %}
@@ -214,4 +218,6 @@ def environment() -> Environment:
         trim_blocks=True, lstrip_blocks=True,
     )
     env.globals["css"] = Markup(CSS)  # a constant: escaping would turn its quotes into entities
+    env.filters["num"] = number_text  # a trace's NaN or Infinity shows as such (Python would print nan, inf)
+    env.tests["finite"] = is_finite
     return env

@@ -89,7 +89,12 @@ def great_circle(lat1: float, lon1: float, lat2: float, lon2: float, steps: int 
 
 
 def map_view(truth: tuple[float, float] | None, prediction: tuple[float, float] | None) -> dict[str, object]:
-    """What the page's map template draws: projected markers, the arc, the distance, a zoom box."""
+    """What the page's map template draws: projected markers, the arc, the distance, a zoom box.
+
+    A point with a NaN or infinite coordinate (a trace can hold one) has no place on the map
+    and is left off it.
+    """
+    truth, prediction = (p if p is not None and all(map(math.isfinite, p)) else None for p in (truth, prediction))
     view: dict[str, object] = {"truth": None, "prediction": None, "arcs": [], "distance_km": None, "inset": None}
     if truth is not None:
         view["truth"] = project(*truth)

@@ -1,0 +1,56 @@
+"""Teacher limits and rejections through ``geodistil run`` (the Prefect flow), against ``geodistil sim``."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from geodistil.store import TraceStore
+from tests.helpers import sim_process, sim_stats
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from geodistil.sim.demo_data import make_demo_dataset
+
+    return make_demo_dataset(str(tmp_path_factory.mktemp("d") / "demo"), n=8, seed=13)
+
+
+def geodistil_run(run_file, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-m", "geodistil.cli", "run", "--config", str(run_file), *flags],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.slow
+def test_a_flow_run_ends_overflowing_conversations_and_a_rerun_sends_nothing(demo, tmp_path):
+    out = tmp_path / "traces"
+    # native tools are not in the prompt text: one image fits 1600 tokens, two do not
+    with sim_process("--profile", "openai-reasoning", "--max-context-tokens", "1600", "--tool-calls", "1") as url:
+        run_file = tmp_path / "run.yaml"
+        run_file.write_text(f"dataset: {demo}\noutput: {out}\nteacher: {{base_url: '{url}', model: o3}}\n"
+                            "tools: {enabled: [image_zoom_in_tool]}\nsamples: {num_samples: 6}\n")
+        first = geodistil_run(run_file, "--max-tokens", "64")
+        sent = sim_stats(url)["requests"]
+        again = geodistil_run(run_file, "--max-tokens", "64")
+        assert sim_stats(url)["requests"] == sent
+    assert first.returncode == 0 and again.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    traces = [t for _, t in TraceStore(str(out)).iter_traces()]
+    assert [t.stop_reason for t in traces] == ["context_length"] * 6 and all(t.ok for t in traces)
+    assert sent == 3 * 6  # no retry by the client or by Prefect
+
+
+@pytest.mark.slow
+def test_a_flow_run_stops_when_the_teacher_rejects_the_first_samples_alike(demo, tmp_path):
+    run_file = tmp_path / "run.yaml"
+    with sim_process("--api-key", "right") as url:
+        run_file.write_text(f"dataset: {demo}\noutput: {tmp_path / 'traces'}\n"
+                            f"teacher: {{base_url: '{url}', model: m, api_key_env: SIM_KEY}}\n")
+        result = geodistil_run(run_file, "--max-concurrency", "1", env={"SIM_KEY": "wrong"})
+        requests = sim_stats(url)["requests"]
+    assert result.returncode == 1
+    assert "stopped: the teacher rejected the first 3 samples alike (teacher_auth:http_401)" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert requests == 3
