@@ -202,6 +202,7 @@ async def generate_flow(
     await asyncio.to_thread(lock.acquire)  # two runs on one store would send the same requests twice
     if lock.replaced is not None:
         logger.warning("%s: took over the run lock of %s, which is gone", storage.url, lock.replaced.describe())
+    await asyncio.to_thread(lock.store.remove_temporaries)  # a killed run's half-written files; no one else writes
     try:
         records: list[TraceRecord] = []
         stopped = None

@@ -105,6 +105,16 @@ class TraceStore:
     def delete(self, name: str) -> None:
         self.fs.rm_file(self.path(name))
 
+    def remove_temporaries(self) -> list[str]:
+        """Delete the temporary files a killed writer left (local folders only: an object store
+        writes no temporaries); returns their names. Only the run holding the lock may call it."""
+        if not self._local:
+            return []
+        left = sorted(n for n in os.listdir(self.root) if ".tmp-" in n)
+        for name in left:
+            os.remove(self.path(name))
+        return left
+
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
 

@@ -97,3 +97,11 @@ def test_the_heartbeat_keeps_the_lock_fresh(store):
         assert lock_holder(store).heartbeat > first
     finally:
         lock.release()
+
+
+def test_the_temporaries_a_killed_writer_left_are_removed(tmp_path):
+    store = TraceStore(str(tmp_path / "traces"))
+    store.write_bytes("trace_00000.json", b"{}")
+    (tmp_path / "traces" / "trace_00001.json.tmp-1a2b3c4d").write_bytes(b"{half")
+    assert store.remove_temporaries() == ["trace_00001.json.tmp-1a2b3c4d"]
+    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["trace_00000.json"]
