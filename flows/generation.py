@@ -11,6 +11,8 @@ Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in fl
 
 Either way records are collected by sample order, and caching and resume work across machines
 as long as the trace store (and so the task results beside it) is shared, e.g. on S3.
+A run holds its store's lock (``geodistil.store.RunLock``) from the first chunk to the manifest,
+so a second run on the same store stops at once instead of sending the same requests again.
 
 A sample whose task still fails after its retries is written as an error trace and counted;
 the flow then writes the manifest and summary and ends **Failed**, saying how many, so that a
@@ -24,6 +26,7 @@ further sample starts and the flow ends Failed with that one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,16 +36,19 @@ from typing import Any, Literal
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
+from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.generate import (
     SUMMARY, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
 )
 from geodistil.memory import release_free_memory
-from geodistil.store import TraceStore
+from geodistil.redact import redact_url
+from geodistil.store import RunLock, TraceStore
 from geodistil.trace import TraceRecord
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
 from tasks.results import result_storage_for
@@ -178,7 +184,8 @@ async def generate_flow(
     ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
     (``tcp://host:8786``); every worker must see the dataset and the trace store at the same
     paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
-    or if the teacher rejected the first samples alike (then no later sample was started).
+    or if the teacher rejected the first samples alike (then no later sample was started), and at
+    once (``StoreLockedError``) if another run holds the store's lock.
     """
     logger = get_run_logger()
     settings = RolloutSettings(teacher=teacher, generation=generation, tools=tools, image=image)
@@ -188,21 +195,30 @@ async def generate_flow(
         logger.warning(shortfall)
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
-                teacher.model, teacher.resolved_base_url())
+                teacher.model, redact_url(teacher.resolved_base_url()))
     chunk_flow = generate_chunk if runner == "local" else generate_chunk.with_options(
         task_runner=_dask_task_runner(dask_address))
-    records: list[TraceRecord] = []
-    stopped = None
-    for first in range(indices.start, indices.stop, chunk_size):
-        last = min(first + chunk_size, indices.stop) - 1
-        chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner)
-        records.extend(chunk)
-        if len(chunk) < (last - first + 1) * generation.rollouts_per_sample:  # the chunk stopped early
-            stopped = stop_reason_of([r for r in chunk if not r.ok]) or "stopped: the teacher rejected the first samples"
-            break
-    extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint,
-             "settings_fingerprint": settings.fingerprint(), **({"stopped": stopped} if stopped else {})}
-    summary = await write_run_outputs(storage, records, extra)
+    lock = RunLock(storage.store(), owner=f"flow run {flow_run.name!r} ({flow_run.id})")
+    await asyncio.to_thread(lock.acquire)  # two runs on one store would send the same requests twice
+    if lock.replaced is not None:
+        logger.warning("%s: took over the run lock of %s, which is gone", storage.url, lock.replaced.describe())
+    await asyncio.to_thread(lock.store.remove_temporaries)  # a killed run's half-written files; no one else writes
+    try:
+        records: list[TraceRecord] = []
+        stopped = None
+        for first in range(indices.start, indices.stop, chunk_size):
+            last = min(first + chunk_size, indices.stop) - 1
+            chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner)
+            records.extend(chunk)
+            if len(chunk) < (last - first + 1) * generation.rollouts_per_sample:  # the chunk stopped early
+                stopped = (stop_reason_of([r for r in chunk if not r.ok])
+                           or "stopped: the teacher rejected the first samples")
+                break
+        extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint,
+                 "settings_fingerprint": settings.fingerprint(), **({"stopped": stopped} if stopped else {})}
+        summary = await write_run_outputs(storage, records, extra)
+    finally:
+        await asyncio.to_thread(lock.release)
     if stopped:
         logger.error(stopped)
         return Failed(message=stopped)
@@ -235,7 +251,7 @@ def _dask_task_runner(address: str | None) -> Any:
 # Prefect's server records task runs from their state events one event per database write by
 # default; a run of thousands of task runs then costs the server more CPU than the rollouts
 # cost the flow. Batched writes (visible in the UI within a second) cut that by about half.
-# Applied to the embedded server ``geodistil run`` starts; a separate server takes the same
+# Applied to the temporary server ``geodistil run`` starts; a separate server takes the same
 # environment variables (README, "Large runs").
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
@@ -256,13 +272,17 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     """Run ``generate_flow`` in this process (the CLI's entry): ``(summary, None)`` when every
     sample finished, else ``(summary, why)`` with the summary the flow wrote before failing.
 
-    The embedded server Prefect starts here (no ``PREFECT_API_URL``) gets ``SERVER_SETTINGS``
-    unless the environment sets them already.
+    Without ``PREFECT_API_URL`` it runs on a temporary server of its own (``flows.server``) that
+    gets ``SERVER_SETTINGS`` unless the environment sets them already.
     """
     from prefect.exceptions import FailedRun
+    from prefect.settings import PREFECT_API_URL
 
     use_server_settings()
-    try:
-        return asyncio.run(generate_flow(**params)), None
-    except FailedRun as exc:  # samples failed after retries; every trace and the summary are written
-        return params["storage"].store().read_json(SUMMARY), str(exc)
+    with contextlib.ExitStack() as stack:
+        if not PREFECT_API_URL.value():
+            stack.enter_context(temporary_server())  # dies with this process, even on kill -9
+        try:
+            return asyncio.run(generate_flow(**params)), None
+        except FailedRun as exc:  # samples failed after retries; every trace and the summary are written
+            return params["storage"].store().read_json(SUMMARY), str(exc)

@@ -21,6 +21,7 @@ from geodistil.dialects import ToolCall, dialect_named
 from geodistil.errors import GeodistilError
 from geodistil.images import image_data_url
 from geodistil.profiles import context_limit_in
+from geodistil.redact import redact_url
 from geodistil.scoring import parse_answer
 from geodistil.teacher import TeacherClient
 from geodistil.tools import build_tools, openai_tool_specs
@@ -54,7 +55,7 @@ async def check_api(config: TeacherConfig, generation: GenerationConfig) -> dict
     ``config``'s retries and timeout apply as given: a check wants few retries, see the CLI.
     """
     model, tool_style = config.model, config.tool_style
-    report: dict[str, Any] = {"base_url": config.resolved_base_url(), "model": model, "ok": False}
+    report: dict[str, Any] = {"base_url": redact_url(config.resolved_base_url()), "model": model, "ok": False}
     if config.headers:
         report["headers"] = redacted(config.headers)
     specs = openai_tool_specs(build_tools(ToolsConfig()))
@@ -112,7 +113,7 @@ def _verdict(report: dict[str, Any], config: TeacherConfig, profile: str, style:
                 "--tool-style, or a model that follows tool prompts")
     if any("max_completion_tokens" in note for note in report["parameters"].split("; ")):
         profile = "openai-reasoning"  # the server wants OpenAI's reasoning-model parameters
-    flags = f"--base-url {config.resolved_base_url()} --model {config.model} --teacher-profile {profile}"
+    flags = f"--base-url {redact_url(config.resolved_base_url())} --model {config.model} --teacher-profile {profile}"
     # a model that answered in another dialect than the one offered: use what it speaks
     flags += f" --tool-style {spoken}"
     if config.api_key_env != "OPENAI_API_KEY":

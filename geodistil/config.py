@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from geodistil.dialects import ALIASES, DialectName
 from geodistil.errors import ConfigError
 from geodistil.profiles import OPTIONAL, PROFILE_CHOICES
+from geodistil.redact import redact_url
 
 ENV_PREFIX = "env:"
 _SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie", re.IGNORECASE)
@@ -181,7 +182,7 @@ class RolloutSettings(_Model):
             "prompt_version": PROMPT_VERSION,
             "tools_version": TOOLS_VERSION,
             "teacher": {
-                "base_url": self.teacher.resolved_base_url(),
+                "base_url": redact_url(self.teacher.resolved_base_url()),  # a new key is the same teacher
                 "model": self.teacher.model,
                 "tool_style": self.teacher.tool_style,
                 "profile": self.teacher.profile,

@@ -150,7 +150,7 @@ def write_outputs(store: TraceStore, records: Iterable[TraceRecord], extra: dict
     summary = {**builder.result(), **(extra or {})}
     store.write_json(MANIFEST, {
         "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
-                    "ok": r.ok, "error_kind": r.error_kind} for r in ordered],
+                    "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
         **(extra or {}),
     })
     store.write_json(SUMMARY, summary)

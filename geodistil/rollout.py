@@ -23,6 +23,7 @@ from geodistil.data import Decoding, GeoDataset, Sample
 from geodistil.dialects import Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
 from geodistil.errors import SampleError, TeacherError, TeacherLimitReached, ToolError
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
+from geodistil.redact import redact_url
 from geodistil.scoring import parse_answer, read_answer, score
 from geodistil.teacher import EncodedMessages, TeacherClient, TeacherReply
 from geodistil.tools import TOOLS_VERSION, Tool, build_tools, input_ref_of, openai_tool_specs
@@ -61,7 +62,7 @@ class RolloutContext:
         """Provenance shared by every trace of the context: built (and fingerprinted) once."""
         s = self.settings
         return TeacherInfo(
-            base_url=s.teacher.resolved_base_url(), model=s.teacher.model, profile=s.teacher.profile,
+            base_url=redact_url(s.teacher.resolved_base_url()), model=s.teacher.model, profile=s.teacher.profile,
             tool_style=s.teacher.tool_style or "auto",
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,

@@ -3,7 +3,7 @@
 The cache key is built from explicit, versioned fields (dataset fingerprint, settings
 fingerprint, trace store, sample and rollout index), never from Prefect's default policy,
 which includes the flow run id and so only hits inside one run. The task's persisted result
-is the small ``TraceRecord``; the full trace lives only in the trace store.
+is the small ``TraceRecord`` as JSON; the full trace lives only in the trace store.
 
 Two tasks share that name, key and retries: ``generate_sample``, awaited on the flow's event
 loop, and ``generate_sample_on_worker``, a sync task for task runners such as Dask that run
@@ -28,6 +28,7 @@ from geodistil.generate import StorageSpec, finished_record, is_retryable, run_o
 from geodistil.store import TraceStore, trace_name
 from geodistil.trace import TraceRecord
 from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context
+from tasks.results import TraceRecordSerializer
 
 __all__ = ["SampleJob", "RetryableSampleError", "sample_cache_key", "generate_sample", "generate_sample_on_worker",
            "close_shared_contexts", "add_listener", "remove_listener", "notify"]
@@ -123,6 +124,7 @@ _SAMPLE_TASK_OPTIONS: dict[str, Any] = dict(
     retry_jitter_factor=0.5,
     cache_key_fn=_cache_key_fn,
     persist_result=True,
+    result_serializer=TraceRecordSerializer(),  # JSON: the store is data, never code (see tasks.results)
     cache_result_in_memory=False,
 )
 

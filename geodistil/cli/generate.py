@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from geodistil.cli._app import app, console, fail, warn
+from geodistil.cli._app import app, console, fail, print_problems, warn
+
+if TYPE_CHECKING:
+    from geodistil.config import TeacherConfig
+    from geodistil.generate import StorageSpec
 
 
 @app.command("demo-data")
@@ -87,7 +93,9 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="run file (YAML) with these settings; flags win"),
     dataset: Optional[str] = typer.Option(None, help="save_to_disk folder, s3:// folder or hub id"),
     output: Optional[str] = typer.Option(None, help="trace folder or s3://bucket/prefix"),
-    base_url: Optional[str] = typer.Option(None, help="teacher base URL (default $OPENAI_BASE_URL)"),
+    base_url: Optional[str] = typer.Option(
+        None, help="teacher base URL (default $OPENAI_BASE_URL); the API key goes in $OPENAI_API_KEY or a Prefect "
+                   "Secret block, never in the URL (credentials in a URL are kept out of traces, logs and Prefect)"),
     model: Optional[str] = typer.Option(None, help="teacher model name"),
     api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key "
                                                          "(default OPENAI_API_KEY)"),
@@ -124,9 +132,11 @@ def run(
     refresh: bool = typer.Option(False, help="ignore cached results and generate again"),
     demo: bool = typer.Option(False, help="demo: make the synthetic dataset if missing and start the simulated teacher"),
 ) -> None:
-    """Generate traces with the Prefect generation flow (local ephemeral API unless PREFECT_API_URL is set)."""
+    """Generate traces with the Prefect generation flow (on a temporary local Prefect server unless
+    PREFECT_API_URL is set). One run at a time per output store."""
     from geodistil.cli.runfile import run_params
     from geodistil.errors import ConfigError
+    from geodistil.store import StoreLockedError, raise_if_locked
 
     flags = {
         "dataset": dataset, "output": output, "chunk_size": chunk_size, "refresh": refresh or None,
@@ -153,8 +163,15 @@ def run(
         except ConfigError as exc:
             console.print(f"[red]{exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
-        summary, failure = _run_with_progress(params)
+        params["teacher"] = _teacher_without_url_credentials(params["teacher"])
+        try:
+            raise_if_locked(params["storage"].store())  # at once, before any server starts; the flow takes the lock
+            summary, failure = _run_with_progress(params)
+        except StoreLockedError as exc:
+            console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     _print_summary(summary)
+    _print_failures(params["storage"])
     if failure:  # samples failed after retries, or the run stopped; the flow wrote every trace and the summary
         console.print(f"[red]{failure}[/red]", soft_wrap=True)
         if not summary.get("stopped"):
@@ -185,6 +202,28 @@ def _headers(pairs: list[str] | None) -> dict[str, str] | None:
             raise typer.BadParameter(f"expected K=V, got {name.strip() or pair!r}", param_hint="--header")
         headers[name.strip()] = value
     return headers
+
+
+def _teacher_without_url_credentials(teacher: "TeacherConfig") -> "TeacherConfig":
+    """A base URL with credentials reaches the client through $OPENAI_BASE_URL instead of the flow's
+    parameters, which Prefect stores in its database; traces and logs record it redacted."""
+    from geodistil.redact import url_has_credentials
+
+    if teacher.base_url is None or not url_has_credentials(teacher.base_url):
+        return teacher
+    os.environ["OPENAI_BASE_URL"] = teacher.base_url
+    return teacher.model_copy(update={"base_url": None})
+
+
+def _print_failures(storage: "StorageSpec", shown: int = 5) -> None:
+    """The first failed samples with their errors, and where the full list is."""
+    from geodistil.generate import MANIFEST
+
+    failed = [row for row in storage.store().read_json(MANIFEST)["traces"] if not row["ok"]]
+    print_problems("failed", [f"{row['name']}: {row['error_kind']}: {row['error']}" for row in failed], shown)
+    if failed:
+        console.print(f"{len(failed)} failed samples in all: the rows with \"ok\": false in "
+                      f"{storage.url}/{MANIFEST}; their error traces are in {storage.url}", soft_wrap=True)
 
 
 class _demo_teacher:

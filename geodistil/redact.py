@@ -1,0 +1,31 @@
+"""URLs without their credentials, for everything that is recorded or logged.
+
+A base URL may carry a secret as ``user:password@`` or as a query parameter (``?key=...``,
+``api_key=...``); traces, logs, manifests and Prefect's database keep only what
+``redact_url`` leaves. Keys belong in ``OPENAI_API_KEY`` or a Prefect Secret block.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+# query parameters that carry a secret, compared in lower case with "-" read as "_"
+SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "access_token", "token", "auth", "password",
+                           "secret", "client_secret", "signature", "sig", "x_amz_signature", "x_amz_credential",
+                           "x_amz_security_token"})
+
+
+def url_has_credentials(url: str) -> bool:
+    return redact_url(url) != url
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info and without query parameters that carry a secret."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k.lower().replace("-", "_") not in SECRET_PARAMS]
+    query = parts.query if len(kept) == len(pairs) else urlencode(kept)
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
