@@ -10,7 +10,7 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import StorageSpec, generate
 from geodistil.store import TraceStore
 from tests.helpers import sim_process, sim_stats
 

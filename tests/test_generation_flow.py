@@ -1,6 +1,5 @@
 """The generation flow on Prefect: ordered traces, error handling, caching, resume, S3."""
 
-import json
 import os
 import signal
 import subprocess
