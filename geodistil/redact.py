@@ -7,7 +7,7 @@ A base URL may carry a secret as ``user:password@`` or as a query parameter (``?
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 # query parameters that carry a secret, compared in lower case with "-" read as "_"
 SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "access_token", "token", "auth", "password",
@@ -29,3 +29,20 @@ def redact_url(url: str) -> str:
     kept = [(k, v) for k, v in pairs if k.lower().replace("-", "_") not in SECRET_PARAMS]
     query = parts.query if len(kept) == len(pairs) else urlencode(kept)
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """``url`` as the client should use it: the URL without credentials, the secret query
+    parameters to send with every request, and the headers that carry its user info (HTTP Basic,
+    as curl and every browser read ``user:password@``). The openai client would otherwise glue
+    the request path after the query and send the user info nowhere."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret = {k: v for k, v in pairs if k.lower().replace("-", "_") in SECRET_PARAMS}
+    headers: dict[str, str] = {}
+    if parts.username is not None or parts.password is not None:
+        import base64
+
+        token = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+    return redact_url(url), secret, headers

@@ -27,6 +27,7 @@ import openai
 from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.errors import TeacherAuthError, TeacherError, TeacherLimitReached, TeacherRejected
 from geodistil.profiles import PROFILES, Inference, ServerProfile, by_name, infer
+from geodistil.redact import split_credentials
 from geodistil.rejections import Rejection, read_rejection
 from geodistil.trace import Usage
 
@@ -184,13 +185,15 @@ class TeacherClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
         )
+        base_url, query, auth = split_credentials(config.resolved_base_url())
         self._client = openai.AsyncOpenAI(
-            base_url=config.resolved_base_url(),
+            base_url=base_url,
             api_key=api_key or config.api_key(),
             max_retries=0,
             timeout=config.timeout_s,
             http_client=self._http,
-            default_headers=config.resolved_headers(),
+            default_headers={**auth, **config.resolved_headers()},
+            default_query=query or None,
         )
 
     async def __aenter__(self) -> "TeacherClient":
