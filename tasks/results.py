@@ -68,28 +68,26 @@ def checked_result(content: bytes) -> bytes:
     return content
 
 
-class TrustedLocalResults(LocalFileSystem):
+class _TrustedReads:
+    """Reads that hand Prefect only ``TraceRecordSerializer`` records (mixed into a file-system block)."""
+
+    async def aread_path(self, path: str) -> bytes:
+        return checked_result(await super().aread_path(path))  # type: ignore[misc]
+
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        return checked_result(super().read_path(path, _sync=True))  # type: ignore[misc]
+
+
+class TrustedLocalResults(_TrustedReads, LocalFileSystem):
     """A local results folder that hands Prefect only ``TraceRecordSerializer`` records."""
 
     _block_type_name = "Geodistil Local Results"
 
-    async def aread_path(self, path: str) -> bytes:
-        return checked_result(await super().aread_path(path))
 
-    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
-        return checked_result(super().read_path(path, _sync=True))
-
-
-class TrustedRemoteResults(RemoteFileSystem):
+class TrustedRemoteResults(_TrustedReads, RemoteFileSystem):
     """A remote (fsspec URL) results folder that hands Prefect only ``TraceRecordSerializer`` records."""
 
     _block_type_name = "Geodistil Remote Results"
-
-    async def aread_path(self, path: str) -> bytes:
-        return checked_result(await super().aread_path(path))
-
-    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
-        return checked_result(super().read_path(path, _sync=True))
 
 
 def results_block(storage: StorageSpec) -> WritableFileSystem:
