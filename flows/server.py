@@ -62,6 +62,9 @@ def temporary_server() -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    # the telemetry heartbeat writes to SQLite beside the run's own writes and prints a
+    # "database is locked" traceback into the user's terminal; a throwaway server needs none
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
@@ -70,7 +73,10 @@ def temporary_server() -> Iterator[str]:
     try:
         _wait_healthy(server, url, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain()
     finally:
         server.terminate()
         try:
@@ -78,6 +84,17 @@ def temporary_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _drain() -> None:
+    """Send the logs and events this process still queues while the server is there to take them
+    (else Prefect prints "Error logging to API" after the run)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # the log worker never started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
 
 
 def _wait_healthy(server: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
