@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,23 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
         except ValueError:
             return None  # an HTTP date: fall back to our own backoff
     return None
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What a failed connection was, named for what happened: ``connection_refused``, ``dns``,
+    ``timeout`` or ``connection``.
+
+    The openai client's aiohttp transport reports a refused connection as a connect *timeout*,
+    so the cause chain is read for the operating system's own error first.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection_refused"
+        if isinstance(cause, socket.gaierror):
+            return "dns"
+        cause = cause.__cause__ or cause.__context__
+    return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
 
 
 class ParamCorrections:
@@ -209,6 +227,9 @@ class TeacherClient:
             listing = response.json()
         except openai.APIStatusError as exc:
             raise rejected(exc.status_code, read_rejection(exc.status_code, _body_of(exc.response))) from exc
+        except openai.APIConnectionError as exc:
+            kind = failure_kind(exc)
+            raise TeacherError(f"listing models failed: {kind.replace('_', ' ')}", kind=kind) from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise TeacherError(f"listing models failed: {exc}") from exc
         return listing if isinstance(listing, dict) else {}
@@ -318,10 +339,11 @@ class TeacherClient:
                 counts["attempt"] += 1
                 continue
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+                kind = failure_kind(exc)
                 errors.append(kind)
                 if attempt == self.config.max_retries:
-                    raise TeacherError(f"teacher {kind} after {attempt + 1} attempts", kind=kind) from exc
+                    raise TeacherError(f"teacher {kind.replace('_', ' ')} after {attempt + 1} attempts",
+                                       kind=kind) from exc
                 await asyncio.sleep(self._backoff_s(attempt))
                 counts["attempt"] += 1
                 continue

@@ -61,6 +61,7 @@ def sim(
     max_context_tokens: Optional[int] = typer.Option(None, min=1, help="context limit, answered with the profile's 400"),
     max_images_per_prompt: Optional[int] = typer.Option(None, min=0, help="images per request (vLLM's limit)"),
     api_key: Optional[str] = typer.Option(None, help="answer 401 unless requests carry this key"),
+    known_models_only: bool = typer.Option(False, help="answer 404 (model_not_found) to any other model name"),
     reasoning: bool = typer.Option(False, help="return the profile's reasoning field"),
     seed: int = typer.Option(0),
 ) -> None:
@@ -74,7 +75,8 @@ def sim(
                            rate_500=rate_500, rate_hang=rate_hang, rate_malformed=rate_malformed,
                            rate_no_box=rate_no_box, tool_style=tool_style, tool_calls=tool_calls, profile=profile,
                            max_context_tokens=max_context_tokens, max_images_per_prompt=max_images_per_prompt,
-                           api_key=api_key, reasoning=reasoning, seed=seed)
+                           api_key=api_key, known_models_only=known_models_only, reasoning=reasoning,
+                           seed=seed)
     except ValidationError as exc:
         error = exc.errors()[0]
         console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'sim'}: {error['msg']}[/red]", soft_wrap=True)
@@ -153,6 +155,7 @@ def run(
         except ConfigError as exc:
             console.print(f"[red]{exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
+        _check_teacher(params)
         summary, failure = _run_with_progress(params)
     _print_summary(summary)
     if failure:  # samples failed after retries, or the run stopped; the flow wrote every trace and the summary
@@ -211,6 +214,21 @@ class _demo_teacher:
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:
             self.server.__exit__(*exc)
+
+
+def _check_teacher(params: dict) -> None:
+    """Before any sample: a wrong URL, a rejected key or an unknown model ends the command in one line."""
+    from geodistil.errors import TeacherError
+    from geodistil.preflight import preflight
+    from tasks.contexts import teacher_api_key
+
+    async def check() -> None:
+        await preflight(params["teacher"], api_key=await teacher_api_key(params["teacher"]))
+
+    try:
+        asyncio.run(check())
+    except TeacherError as exc:
+        fail(str(exc))
 
 
 def _run_with_progress(params: dict) -> tuple[dict, str | None]:

@@ -46,6 +46,9 @@ class SimConfig(BaseModel):
         None, ge=0, description="images per request (vLLM's --limit-mm-per-prompt, SGLang's "
                               "--limit-mm-data-per-request), answered with that server's 400")
     api_key: str | None = Field(None, description="answer 401 unless the request carries this bearer key")
+    known_models_only: bool = Field(
+        False, description="answer 404 in OpenAI's shape (model_not_found) to a request for any model but the "
+                           "sim's own (default: any model name is served)")
     reasoning: bool = Field(False, description="return a reasoning field where the profile's server has one")
     tool_calls: int | None = Field(
         None, ge=0, le=10, description="tool-call turns per conversation before the answer (default: 0-3, drawn)")

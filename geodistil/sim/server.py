@@ -4,7 +4,7 @@ Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (OpenAI response shape
 ``usage``), ``GET /props`` (llama.cpp's) and ``GET /sim/stats``, JSON counters: ``requests``
 (every chat-completion request received), then by outcome ``429``, ``500``, ``hang``,
 ``bad_request``, the 4xx of the emulated server (``refused_param``, ``context_length``,
-``image_limit``, ``unauthorized``; see ``geodistil.sim.emulation``), ``disconnected`` and
+``image_limit``, ``unauthorized``, ``unknown_model``; see ``geodistil.sim.emulation``), ``disconnected`` and
 ``ok`` (a 200 answer), which is one of ``tool_calls``, ``answers`` (a boxed answer),
 ``malformed`` or ``no_box``; plus ``in_flight`` and ``max_in_flight``. Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
 answers without a box) are drawn per request from one ``random.Random(seed)`` that is
@@ -49,7 +49,7 @@ IMAGE_TOKENS = 1000  # about what a 1024x768 image costs a Qwen2.5-VL (28 px pat
 HANG_MAX_S = 3600.0
 _HANG_POLL_S = 0.5
 STAT_KEYS = ("requests", "ok", "429", "500", "hang", "malformed", "no_box", "tool_calls", "answers",
-             "bad_request", "refused_param", "context_length", "image_limit", "unauthorized",
+             "bad_request", "refused_param", "context_length", "image_limit", "unauthorized", "unknown_model",
              "disconnected", "in_flight", "max_in_flight")
 
 
@@ -72,7 +72,17 @@ class _Sim:
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.emulation = EMULATIONS[config.profile]
 
+    def _unauthorized(self, request: Request) -> JSONResponse | None:
+        """The emulated server's answer to a wrong or missing key (its key middleware guards every route of /v1)."""
+        c = self.config
+        if c.api_key is None or request.headers.get("authorization") == f"Bearer {c.api_key}":
+            return None
+        status, refusal = self.emulation.auth_error()
+        return JSONResponse(refusal, status)
+
     async def models(self, request: Request) -> JSONResponse:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         entry = self.emulation.model_entry(SIM_MODEL, self.config.max_context_tokens)
         return JSONResponse({"object": "list", "data": [entry]})
 
@@ -120,10 +130,9 @@ class _Sim:
         if fault < c.rate_429 + c.rate_hang + c.rate_500:
             s["500"] += 1
             return _error(500, "simulated server error", "server_error")
-        if c.api_key is not None and request.headers.get("authorization") != f"Bearer {c.api_key}":
+        if (refused := self._unauthorized(request)) is not None:
             s["unauthorized"] += 1
-            status, refusal = self.emulation.auth_error()
-            return JSONResponse(refusal, status)
+            return refused
         try:
             body = json.loads(raw)
             if isinstance(body, dict) and body.get("stream"):
@@ -132,7 +141,7 @@ class _Sim:
         except ValueError as exc:
             s["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error")
-        refused = self._refusal(body, conv)
+        refused = self._unknown_model(body) or self._refusal(body, conv)
         if refused is not None:
             return refused
         reply = respond(conv, c.seed, tool_calls=c.tool_calls, malformed=u_malformed < c.rate_malformed,
@@ -140,6 +149,16 @@ class _Sim:
         s["ok"] += 1
         s[reply.outcome] += 1
         return JSONResponse(self._completion(body, conv, reply))
+
+    def _unknown_model(self, body: dict[str, Any]) -> JSONResponse | None:
+        """OpenAI's 404 for a model it does not serve, when ``known_models_only`` says to check."""
+        model = body.get("model")
+        if not self.config.known_models_only or model == SIM_MODEL:
+            return None
+        self.stats["unknown_model"] += 1
+        return JSONResponse({"error": {
+            "message": f"The model `{model}` does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": None, "code": "model_not_found"}}, 404)
 
     def _refusal(self, body: dict[str, Any], conv: Conversation) -> JSONResponse | None:
         """The emulated server's 400 for this request (a refused parameter, a limit), if any."""
