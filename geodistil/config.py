@@ -14,6 +14,7 @@ import os
 import re
 from enum import Enum
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -51,6 +52,14 @@ def redacted(mapping: dict[str, Any] | None) -> dict[str, Any]:
     return {k: ("<redacted>" if looks_secret(k) else v) for k, v in (mapping or {}).items()}
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown: no user, password or query (a key is sometimes passed there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class BoxConvention(str, Enum):
     """How a teacher writes ``bbox_2d``: teachers differ, so this is a setting."""
 
@@ -73,7 +82,12 @@ class TeacherConfig(_Model):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(6, ge=0, le=20, description="retries on 429 / 5xx / timeouts / connection errors")
     backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0, description="cap on a backoff, a Retry-After and a probe interval")
+    rpm: float | None = Field(None, gt=0, description="requests per minute to keep to (default: the limit the "
+                                                      "server announces, else one learnt from its 429s)")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute to keep to (default: the server's announced)")
+    max_outage_s: float = Field(1800.0, gt=0, description="how long requests wait for a teacher that stopped "
+                                                          "answering before its samples become error traces")
     profile: Literal[PROFILE_CHOICES] = Field(  # type: ignore[valid-type]
         "auto", description="server profile deciding the request parameters (see geodistil.profiles); "
                             "auto: from the model name, the base URL and /v1/models")

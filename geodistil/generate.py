@@ -167,8 +167,9 @@ async def generate(
 ) -> dict[str, Any]:
     """Generate traces for a range of samples; returns the run summary.
 
-    When the teacher rejects the first samples alike (``FailFast``), no further sample is
-    started and the summary's ``stopped`` says why.
+    When the teacher rejects the first samples alike (``FailFast``), or has been unreachable
+    for longer than ``max_outage_s``, no further sample is started and the summary's
+    ``stopped`` says why; the same command resumes the run.
     """
     ds = await asyncio.to_thread(open_dataset, dataset)
     store = storage.store()
@@ -185,7 +186,7 @@ async def generate(
         async def worker() -> None:
             nonlocal requested
             for index, r in keys:  # one shared iterator: never more keys in memory than workers
-                if fail_fast.reason:
+                if fail_fast.reason or ctx.teacher.unreachable():
                     return
                 name = trace_name(index, r, rollouts)
                 record = None
@@ -204,6 +205,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
-    if fail_fast.reason:
-        extra["stopped"] = fail_fast.reason
+    if stopped := fail_fast.reason or ctx.teacher.unreachable():
+        extra["stopped"] = stopped
     return await asyncio.to_thread(write_outputs, store, records, extra)

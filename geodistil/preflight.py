@@ -12,22 +12,12 @@ and the URL is shown without credentials.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
-from geodistil.config import GenerationConfig, TeacherConfig
+from geodistil.config import GenerationConfig, TeacherConfig, shown_url
 from geodistil.errors import TeacherAuthError, TeacherError, TeacherLimitReached, TeacherRejected
 from geodistil.teacher import TeacherClient
 
 PREFLIGHT_TIMEOUT_S = 8.0  # the check must answer well within the 10 s a user waits for a verdict
 _OUTAGES = ("connection_refused", "dns", "connection")
-
-
-def shown_url(url: str) -> str:
-    """``url`` as it may be shown: no user, password or query (a key is sometimes passed there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _listed(listing: dict | None, model: str) -> bool:
