@@ -14,7 +14,7 @@ conversation, and so every Prefect task of the process, waits in the same queue.
 - The breaker: a refused connection, a DNS failure or ``OPEN_AFTER`` 5xx / timeouts in a row
   open it; new requests then wait while one probe at a time (a real request) checks the
   teacher, with backoff; its answer closes it. Past ``max_outage_s`` the waiting requests
-  fail with ``TeacherUnreachable`` and ``unreachable`` says why, for the driver to stop.
+  fail with ``TeacherUnreachable``, whose traces tell the driver to stop (``FailFast``).
 
 State changes are logged; ``snapshot`` and ``status_line`` show the state for a progress line.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from geodistil.errors import TeacherError
+from geodistil.errors import TeacherUnreachable
 
 OPEN_AFTER = 5  # 5xx or timeouts in a row that open the breaker
 OUTAGE_KINDS = frozenset({"connection_refused", "dns", "connection"})
@@ -42,11 +42,6 @@ _POLL_S = 0.05
 _RATE_WINDOW_S = 5.0
 
 log = logging.getLogger(__name__)
-
-
-class TeacherUnreachable(TeacherError):
-    """The teacher has not answered for longer than ``max_outage_s``: the sample is an error
-    trace, a re-run generates it again, and the driver starts no new sample."""
 
 
 @dataclass(frozen=True)

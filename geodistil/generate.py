@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import ConfigError, TeacherRejected, TraceError, error_class
+from geodistil.errors import ConfigError, TeacherRejected, TeacherUnreachable, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import TraceStore, trace_name
@@ -86,7 +86,8 @@ class FailFast:
     """Says when to stop starting samples: the first ``after`` samples to finish were all
     rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
     wrong model name), so every later one would be too. Judged once, on those first samples:
-    a run that got going is never stopped by this.
+    a run that got going is never stopped by that. At any time, a sample failed because the
+    teacher was unreachable for longer than ``max_outage_s`` stops the run too.
     """
 
     def __init__(self, after: int = FAIL_FAST_AFTER) -> None:
@@ -95,17 +96,24 @@ class FailFast:
         self._first: list[TraceRecord] = []
 
     def add(self, record: TraceRecord) -> None:
+        if self.reason is None and error_class(record.error_kind) is TeacherUnreachable:
+            self.reason = record.error
+            log.error("%s", self.reason)
         if len(self._first) >= self.after:
             return
         self._first.append(record)
-        if len(self._first) == self.after:
+        if len(self._first) == self.after and self.reason is None:
             self.reason = stop_reason_of(self._first)
             if self.reason:
                 log.error("%s", self.reason)
 
 
 def stop_reason_of(records: list[TraceRecord]) -> str | None:
-    """The one-line reason to stop, if ``records`` were all rejected by the teacher with one kind."""
+    """The one-line reason to stop, if the teacher was unreachable for too long or ``records``
+    were all rejected by it with one kind."""
+    unreachable = next((r for r in records if error_class(r.error_kind) is TeacherUnreachable), None)
+    if unreachable is not None:
+        return unreachable.error
     kinds = {r.error_kind for r in records}
     cls = error_class(next(iter(kinds))) if len(kinds) == 1 else None
     if not records or any(r.ok for r in records) or cls is None or not issubclass(cls, TeacherRejected):
@@ -186,7 +194,7 @@ async def generate(
         async def worker() -> None:
             nonlocal requested
             for index, r in keys:  # one shared iterator: never more keys in memory than workers
-                if fail_fast.reason or ctx.teacher.unreachable():
+                if fail_fast.reason:
                     return
                 name = trace_name(index, r, rollouts)
                 record = None
@@ -205,6 +213,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
-    if stopped := fail_fast.reason or ctx.teacher.unreachable():
-        extra["stopped"] = stopped
+    if fail_fast.reason:
+        extra["stopped"] = fail_fast.reason
     return await asyncio.to_thread(write_outputs, store, records, extra)

@@ -226,10 +226,6 @@ class TeacherClient:
             default_headers=config.resolved_headers(),
         )
 
-    def unreachable(self) -> str | None:
-        """Why this teacher is given up on (down longer than ``max_outage_s``), for a driver to stop."""
-        return self.admission.breaker.unreachable if self.admission is not None else None
-
     async def __aenter__(self) -> "TeacherClient":
         return self
 

@@ -2,7 +2,11 @@
 over HTTP against the simulated teacher's own limiter and outages (geodistil.admission)."""
 
 import asyncio
+import re
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -80,7 +84,35 @@ def test_an_outage_past_max_outage_stops_starting_samples_and_a_rerun_completes(
     assert summary["stopped"].startswith(f"teacher unreachable at {url} since ")
     assert summary["stopped"].endswith(": connection refused")
     assert summary["total"] <= 4 and {t.error_kind for _, t in TraceStore(str(tmp_path)).iter_traces()} == {
-        "teacher_error:connection_refused"}
+        "teacher_unreachable:connection_refused"}
     with SimServer(SimConfig(port=int(url.split(":")[-1].split("/")[0]), tool_calls=0)):
         again, _ = run(dataset, tmp_path, settings(url, concurrency=4), 40)
     assert again["success"] == 40 and "stopped" not in again
+
+
+def outage_once_running(sim: SimServer, seconds: float) -> threading.Thread:
+    """Refuse connections for ``seconds`` as soon as the run's first requests arrive."""
+    def wait_then_refuse() -> None:
+        while sim.stats()["requests"] < 5:
+            time.sleep(0.1)
+        sim.refuse_connections(seconds)
+    thread = threading.Thread(target=wait_then_refuse, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_geodistil_run_stops_in_one_line_after_max_outage_and_the_same_command_completes(dataset, tmp_path):
+    with SimServer(SimConfig(port=0, tool_calls=1, latency=0.2)) as sim:
+        command = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(tmp_path),
+                   "--base-url", sim.base_url, "--model", SIM_MODEL, "--num-samples", "30", "--max-concurrency", "4",
+                   "--max-outage", "3"]
+        outage = outage_once_running(sim, 20.0)
+        stopped = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        outage.join()
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 1
+    assert re.search(rf"teacher unreachable at {re.escape(sim.base_url)} since \d\d:\d\d: connection refused",
+                     stopped.stdout)
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    assert again.returncode == 0, again.stdout[-2000:]

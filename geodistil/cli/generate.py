@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.progress import ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from geodistil.cli._app import app, console, fail, warn
 
@@ -102,6 +104,11 @@ def run(
     header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable); secret-looking "
                                                           "values never reach a log, parameter or trace"),
     timeout: Optional[float] = typer.Option(None, help="per-request timeout, seconds"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="requests per minute to keep to (default: the "
+                                                             "server's announced limit, else learnt from its 429s)"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="tokens per minute to keep to (default: announced)"),
+    max_outage: Optional[float] = typer.Option(None, min=1, help="seconds to wait for a teacher that stopped "
+                                                                 "answering before the run stops (default 1800)"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
     start: Optional[int] = typer.Option(None, min=0, help="first sample index"),
     max_concurrency: Optional[int] = typer.Option(None, min=1, help="conversations in flight"),
@@ -136,6 +143,7 @@ def run(
         "teacher.base_url": base_url, "teacher.model": model, "teacher.api_key_env": api_key_env,
         "teacher.profile": teacher_profile,
         "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
+        "teacher.rpm": rpm, "teacher.tpm": tpm, "teacher.max_outage_s": max_outage,
         "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
         "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
         "generation.temperature": temperature, "generation.top_p": top_p, "generation.top_k": top_k,
@@ -231,6 +239,16 @@ def _check_teacher(params: dict) -> None:
         fail(str(exc))
 
 
+class _TeacherColumn(ProgressColumn):
+    """The teacher's admission state (limit, 429s, rate, an outage), read at each refresh, so an
+    outage shows while no sample finishes."""
+
+    def render(self, task: object) -> Text:
+        from geodistil.admission import controllers
+
+        return Text("; ".join(a.status_line() for a in controllers()), style="dim")
+
+
 def _run_with_progress(params: dict) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -239,7 +257,7 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
 
     total = _planned_traces(params)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+                  _TeacherColumn(), TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
         counts = {"ok": 0, "failed": 0}
 
