@@ -108,6 +108,39 @@ class FailFast:
                 log.error("%s", self.reason)
 
 
+class Budget:
+    """Says when to stop starting samples: the run's cost (or tokens) so far, with every sample in
+    flight and one more at the mean so far, would pass ``max_cost_usd`` (``max_tokens_total``).
+    Traces reused from an earlier run count, so a re-run with the same budget starts nothing and
+    one with a larger budget goes on."""
+
+    def __init__(self, max_cost_usd: float | None, max_tokens_total: int | None) -> None:
+        self.max_cost_usd, self.max_tokens_total = max_cost_usd, max_tokens_total
+        self.cost_usd, self.tokens, self.done, self.in_flight = 0.0, 0, 0, 0
+
+    def start(self) -> None:
+        self.in_flight += 1
+
+    def add(self, record: TraceRecord, started: bool) -> None:
+        self.in_flight -= started
+        self.done += 1
+        self.cost_usd += record.cost_usd or 0.0
+        self.tokens += record.prompt_tokens + record.completion_tokens
+
+    @property
+    def reason(self) -> str | None:
+        if not self.done:
+            return None
+        ahead = self.in_flight + 1
+        if self.max_cost_usd is not None and self.cost_usd * (1 + ahead / self.done) > self.max_cost_usd:
+            return (f"stopped: the budget of ${self.max_cost_usd:g} would be passed (${self.cost_usd:.4f} spent on "
+                    f"{self.done} samples); run the same command with a larger --max-cost to go on")
+        if self.max_tokens_total is not None and self.tokens * (1 + ahead / self.done) > self.max_tokens_total:
+            return (f"stopped: the budget of {self.max_tokens_total} tokens would be passed ({self.tokens} used on "
+                    f"{self.done} samples); run the same command with a larger --max-tokens-total to go on")
+        return None
+
+
 def stop_reason_of(records: list[TraceRecord]) -> str | None:
     """The one-line reason to stop, if the teacher was unreachable for too long or ``records``
     were all rejected by it with one kind."""
@@ -175,8 +208,9 @@ async def generate(
 ) -> dict[str, Any]:
     """Generate traces for a range of samples; returns the run summary.
 
-    When the teacher rejects the first samples alike (``FailFast``), or has been unreachable
-    for longer than ``max_outage_s``, no further sample is started and the summary's
+    When the teacher rejects the first samples alike (``FailFast``), has been unreachable
+    for longer than ``max_outage_s``, or the budget would be passed (``Budget``), no further
+    sample is started and the summary's
     ``stopped`` says why; the same command resumes the run.
     """
     ds = await asyncio.to_thread(open_dataset, dataset)
@@ -188,22 +222,28 @@ async def generate(
     records: list[TraceRecord] = []
     requested = 0
     fail_fast = FailFast()
+    budget = Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total)
+    stopped: list[str] = []  # why workers stopped starting samples
 
     ctx = RolloutContext.create(settings)
     try:
         async def worker() -> None:
             nonlocal requested
             for index, r in keys:  # one shared iterator: never more keys in memory than workers
-                if fail_fast.reason:
-                    return
                 name = trace_name(index, r, rollouts)
                 record = None
                 if (index, r) in existing:
                     record = await asyncio.to_thread(finished_record, store, name, fingerprint)
-                if record is None:
+                started = record is None
+                if started:
+                    if why := fail_fast.reason or budget.reason:
+                        stopped.append(why)
+                        return
                     requested += 1
+                    budget.start()
                     record = await run_one(ds, index, r, ctx, store)
                     fail_fast.add(record)
+                budget.add(record, started)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -213,6 +253,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
-    if fail_fast.reason:
-        extra["stopped"] = fail_fast.reason
+    if why := fail_fast.reason or (stopped[0] if stopped else None):
+        extra["stopped"] = why
     return await asyncio.to_thread(write_outputs, store, records, extra)

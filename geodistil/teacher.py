@@ -410,6 +410,8 @@ class TeacherClient:
         usage.prompt_tokens = int(raw_usage.get("prompt_tokens") or 0)
         usage.completion_tokens = int(raw_usage.get("completion_tokens") or 0)
         usage.total_tokens = int(raw_usage.get("total_tokens") or 0)
+        details = raw_usage.get("prompt_tokens_details") or {}
+        usage.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         return TeacherReply(
             content=message.get("content") or "",
             tool_calls=message.get("tool_calls") or None,
