@@ -42,6 +42,17 @@ def run(dataset: str, out, rollout_settings: RolloutSettings, n: int) -> tuple[d
     return asyncio.run(go())
 
 
+def outage_once_running(sim: SimServer, seconds: float) -> threading.Thread:
+    """Refuse connections for ``seconds`` as soon as the run's first requests arrive."""
+    def wait_then_refuse() -> None:
+        while sim.stats()["requests"] < 5:
+            time.sleep(0.1)
+        sim.refuse_connections(seconds)
+    thread = threading.Thread(target=wait_then_refuse, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_an_announced_request_limit_is_kept_with_under_two_percent_of_requests_refused(dataset, tmp_path):
     with SimServer(SimConfig(port=0, rpm_limit=600, tool_calls=0, latency=0.05)) as sim:
         summary, _ = run(dataset, tmp_path, settings(sim.base_url), 60)
@@ -67,13 +78,14 @@ def test_a_retry_after_of_a_day_waits_no_longer_than_backoff_max(dataset, tmp_pa
 
 @pytest.mark.slow
 def test_a_refused_connection_outage_costs_no_sample_and_probes_one_at_a_time(dataset, tmp_path):
-    outage_s = 8.0
+    outage_s = 90.0  # the issue's case: 90 s of refused connections in the middle of a 200-sample run
     with SimServer(SimConfig(port=0, tool_calls=1, latency=0.1)) as sim:
-        threading.Timer(2.0, sim.refuse_connections, args=(outage_s,)).start()
-        summary, (snapshot,) = run(dataset, tmp_path, settings(sim.base_url, concurrency=8), 60)
-    assert summary["success"] == 60 and summary["failed"] == 0
-    # backoff 0.2, 0.4, 0.8, 1.6, then every 2 s: at most 8 probes in 8 s, never a stream of them
-    assert 1 <= snapshot["probes"] <= 8
+        outage = outage_once_running(sim, outage_s)
+        summary, (snapshot,) = run(dataset, tmp_path, settings(sim.base_url, concurrency=8, backoff_max_s=5.0), 200)
+        outage.join()
+    assert summary["success"] == 200 and summary["failed"] == 0
+    # backoff 0.2, 0.4, ... then one probe every 5 s: never a stream of connection attempts
+    assert 1 <= snapshot["probes"] <= outage_s / 5 + 6
 
 
 def test_an_outage_past_max_outage_stops_starting_samples_and_a_rerun_completes(dataset, tmp_path):
@@ -88,17 +100,6 @@ def test_an_outage_past_max_outage_stops_starting_samples_and_a_rerun_completes(
     with SimServer(SimConfig(port=int(url.split(":")[-1].split("/")[0]), tool_calls=0)):
         again, _ = run(dataset, tmp_path, settings(url, concurrency=4), 40)
     assert again["success"] == 40 and "stopped" not in again
-
-
-def outage_once_running(sim: SimServer, seconds: float) -> threading.Thread:
-    """Refuse connections for ``seconds`` as soon as the run's first requests arrive."""
-    def wait_then_refuse() -> None:
-        while sim.stats()["requests"] < 5:
-            time.sleep(0.1)
-        sim.refuse_connections(seconds)
-    thread = threading.Thread(target=wait_then_refuse, daemon=True)
-    thread.start()
-    return thread
 
 
 @pytest.mark.slow
