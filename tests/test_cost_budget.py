@@ -56,3 +56,17 @@ def test_max_cost_stops_starting_samples_and_a_rerun_with_a_larger_budget_comple
     assert first["stopped"].startswith("stopped: the budget of $0.05 would be passed")
     assert first["total"] < 20 and first["failed"] == 0 and first["cost_usd"] <= 0.05
     assert "stopped" not in second and second["success"] == 20 and second["reused"] == first["total"]
+
+
+def test_geodistil_run_prices_a_self_hosted_teacher_from_the_flags_and_shows_the_cost(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    with SimServer(SimConfig(port=0, tool_calls=0)) as sim:
+        result = subprocess.run([sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output",
+                                 str(tmp_path), "--base-url", sim.base_url, "--model", "geodistil-sim",
+                                 "--num-samples", "3", "--price-input", "1000", "--price-output", "1000"],
+                                capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    total = sum(t.cost_usd for _, t in TraceStore(str(tmp_path)).iter_traces())
+    assert total > 0 and f"${total:.4f}" in result.stdout

@@ -107,6 +107,9 @@ def run(
     rpm: Optional[float] = typer.Option(None, min=0.001, help="requests per minute to keep to (default: the "
                                                              "server's announced limit, else learnt from its 429s)"),
     tpm: Optional[float] = typer.Option(None, min=1, help="tokens per minute to keep to (default: announced)"),
+    price_input: Optional[float] = typer.Option(None, min=0, help="dollars per million input tokens "
+                                                                  "(default: geodistil.prices for the model)"),
+    price_output: Optional[float] = typer.Option(None, min=0, help="dollars per million output tokens"),
     max_outage: Optional[float] = typer.Option(None, min=1, help="seconds to wait for a teacher that stopped "
                                                                  "answering before the run stops (default 1800)"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
@@ -144,6 +147,7 @@ def run(
         "teacher.profile": teacher_profile,
         "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
         "teacher.rpm": rpm, "teacher.tpm": tpm, "teacher.max_outage_s": max_outage,
+        "teacher.price_input": price_input, "teacher.price_output": price_output,
         "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
         "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
         "generation.temperature": temperature, "generation.top_p": top_p, "generation.top_k": top_k,
@@ -260,10 +264,18 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
                   _TeacherColumn(), TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
         counts = {"ok": 0, "failed": 0}
+        cost = {"usd": 0.0, "priced": False}
 
         def on_record(record) -> None:
             counts["ok" if record.ok else "failed"] += 1
-            progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['failed']} failed")
+            status = f"{counts['ok']} ok, {counts['failed']} failed"
+            if record.cost_usd is not None:
+                cost["usd"] += record.cost_usd
+                cost["priced"] = True
+            if cost["priced"]:  # the cost so far, and the run's at the mean so far
+                done = counts["ok"] + counts["failed"]
+                status += f", ${cost['usd']:.2f} (~${cost['usd'] / done * total:.2f} in all)"
+            progress.update(bar, advance=1, status=status)
 
         add_listener(on_record)
         # per-task "Finished in state Completed" lines would bury the bar; the UI keeps every state
@@ -297,6 +309,9 @@ def _print_summary(summary: dict) -> None:
                 "median_distance_km", "mean_reward", "tool_calls", "mean_tool_calls"):
         value = summary.get(key)
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    table.add_row("tokens", f"{summary.get('prompt_tokens', 0)} prompt, {summary.get('completion_tokens', 0)} completion")
+    if summary.get("cost_usd") is not None:  # a model with no price shows its tokens alone
+        table.add_row("cost", f"${summary['cost_usd']:.4f}")
     for threshold, share in summary.get("accuracy", {}).items():
         table.add_row(f"accuracy @ {threshold}", f"{share:.1%}")
     if summary.get("error_kinds"):
