@@ -82,47 +82,23 @@ def is_unfinished(record: TraceRecord) -> bool:
     return not record.ok and cls is not None and cls.rerun
 
 
-class FailFast:
-    """Says when to stop starting samples: the first ``after`` samples to finish were all
-    rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
-    wrong model name), so every later one would be too. Judged once, on those first samples:
-    a run that got going is never stopped by that. At any time, a sample failed because the
-    teacher was unreachable for longer than ``max_outage_s`` stops the run too.
-    """
-
-    def __init__(self, after: int = FAIL_FAST_AFTER) -> None:
-        self.after = after
-        self.reason: str | None = None
-        self._first: list[TraceRecord] = []
-
-    def add(self, record: TraceRecord) -> None:
-        if self.reason is None and error_class(record.error_kind) is TeacherUnreachable:
-            self.reason = record.error
-            log.error("%s", self.reason)
-        if len(self._first) >= self.after:
-            return
-        self._first.append(record)
-        if len(self._first) == self.after and self.reason is None:
-            self.reason = stop_reason_of(self._first)
-            if self.reason:
-                log.error("%s", self.reason)
-
-
 class Budget:
     """Says when to stop starting samples: the run's cost (or tokens) so far, with every sample in
     flight and one more at the mean so far, would pass ``max_cost_usd`` (``max_tokens_total``).
     Traces reused from an earlier run count, so a re-run with the same budget starts nothing and
     one with a larger budget goes on."""
 
-    def __init__(self, max_cost_usd: float | None, max_tokens_total: int | None) -> None:
+    def __init__(self, max_cost_usd: float | None, max_tokens_total: int | None, cost_usd: float = 0.0,
+                 tokens: int = 0, done: int = 0) -> None:
+        """``cost_usd``, ``tokens`` and ``done`` carry what earlier parts of the run spent (the flow's chunks)."""
         self.max_cost_usd, self.max_tokens_total = max_cost_usd, max_tokens_total
-        self.cost_usd, self.tokens, self.done, self.in_flight = 0.0, 0, 0, 0
+        self.cost_usd, self.tokens, self.done, self.in_flight = cost_usd, tokens, done, 0
 
     def start(self) -> None:
         self.in_flight += 1
 
     def add(self, record: TraceRecord, started: bool) -> None:
-        self.in_flight -= started
+        self.in_flight = max(0, self.in_flight - started)  # a driver that does not call start() has none
         self.done += 1
         self.cost_usd += record.cost_usd or 0.0
         self.tokens += record.prompt_tokens + record.completion_tokens
@@ -139,6 +115,42 @@ class Budget:
             return (f"stopped: the budget of {self.max_tokens_total} tokens would be passed ({self.tokens} used on "
                     f"{self.done} samples); run the same command with a larger --max-tokens-total to go on")
         return None
+
+
+class FailFast:
+    """Says when to stop starting samples: the first ``after`` samples to finish were all
+    rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
+    wrong model name), so every later one would be too. Judged once, on those first samples:
+    a run that got going is never stopped by that. At any time, a sample failed because the
+    teacher was unreachable for longer than ``max_outage_s`` stops the run too.
+    """
+
+    def __init__(self, after: int = FAIL_FAST_AFTER, budget: Budget | None = None) -> None:
+        self.after = after
+        self.budget = budget or Budget(None, None)
+        self.rejected: str | None = None
+        self._first: list[TraceRecord] = []
+
+    @property
+    def reason(self) -> str | None:
+        return self.rejected or self.budget.reason
+
+    def add(self, record: TraceRecord, started: bool = True) -> None:
+        """A finished sample; ``started`` False for a trace reused from an earlier run (it counts
+        in the budget only)."""
+        self.budget.add(record, started)
+        if not started:
+            return
+        if self.rejected is None and error_class(record.error_kind) is TeacherUnreachable:
+            self.rejected = record.error
+            log.error("%s", self.rejected)
+        if len(self._first) >= self.after:
+            return
+        self._first.append(record)
+        if len(self._first) == self.after and self.rejected is None:
+            self.rejected = stop_reason_of(self._first)
+            if self.rejected:
+                log.error("%s", self.rejected)
 
 
 def stop_reason_of(records: list[TraceRecord]) -> str | None:
@@ -221,8 +233,7 @@ async def generate(
     existing = store.trace_keys() if resume else set()
     records: list[TraceRecord] = []
     requested = 0
-    fail_fast = FailFast()
-    budget = Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total)
+    fail_fast = FailFast(budget=Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total))
     stopped: list[str] = []  # why workers stopped starting samples
 
     ctx = RolloutContext.create(settings)
@@ -236,14 +247,13 @@ async def generate(
                     record = await asyncio.to_thread(finished_record, store, name, fingerprint)
                 started = record is None
                 if started:
-                    if why := fail_fast.reason or budget.reason:
+                    if why := fail_fast.reason:
                         stopped.append(why)
                         return
                     requested += 1
-                    budget.start()
+                    fail_fast.budget.start()
                     record = await run_one(ds, index, r, ctx, store)
-                    fail_fast.add(record)
-                budget.add(record, started)
+                fail_fast.add(record, started)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -253,6 +263,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
-    if why := fail_fast.reason or (stopped[0] if stopped else None):
+    if why := fail_fast.rejected or (stopped[0] if stopped else None):
         extra["stopped"] = why
     return await asyncio.to_thread(write_outputs, store, records, extra)

@@ -70,3 +70,28 @@ def test_geodistil_run_prices_a_self_hosted_teacher_from_the_flags_and_shows_the
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     total = sum(t.cost_usd for _, t in TraceStore(str(tmp_path)).iter_traces())
     assert total > 0 and f"${total:.4f}" in result.stdout
+
+
+@pytest.mark.slow
+def test_geodistil_run_stops_at_max_cost_and_the_same_command_with_a_larger_budget_completes(dataset, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    with SimServer(SimConfig(port=0, tool_calls=1)) as sim:
+        def run_cli(budget: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output",
+                                   str(tmp_path), "--base-url", sim.base_url, "--model", "gpt-4o", "--num-samples",
+                                   "20", "--max-concurrency", "2", "--max-cost", budget],
+                                  capture_output=True, text=True, timeout=300)
+        stopped = run_cli("0.03")
+        stopped_summary = json.loads((tmp_path / "summary.json").read_text())
+        first_costs = [t.cost_usd for _, t in TraceStore(str(tmp_path)).iter_traces()]
+        completed = run_cli("1")
+    assert stopped.returncode == 1 and "stopped: the budget of $0.03 would be passed" in stopped.stdout
+    # every sample started within the budget as estimated (the spend, in flight ones at the mean so far)
+    assert stopped_summary["total"] < 20 and stopped_summary["cost_usd"] - max(first_costs) <= 0.03
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    costs = [t.cost_usd for _, t in TraceStore(str(tmp_path)).iter_traces()]
+    assert summary["total"] == 20 and summary["cost_usd"] == pytest.approx(sum(costs), rel=1e-12)

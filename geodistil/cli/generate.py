@@ -110,6 +110,9 @@ def run(
     price_input: Optional[float] = typer.Option(None, min=0, help="dollars per million input tokens "
                                                                   "(default: geodistil.prices for the model)"),
     price_output: Optional[float] = typer.Option(None, min=0, help="dollars per million output tokens"),
+    max_cost: Optional[float] = typer.Option(None, min=0.0001, help="budget in dollars: no sample starts once it "
+                                                                    "would be passed; a re-run with more goes on"),
+    max_tokens_total: Optional[int] = typer.Option(None, min=1, help="budget in tokens, as --max-cost"),
     max_outage: Optional[float] = typer.Option(None, min=1, help="seconds to wait for a teacher that stopped "
                                                                  "answering before the run stops (default 1800)"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
@@ -148,6 +151,7 @@ def run(
         "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
         "teacher.rpm": rpm, "teacher.tpm": tpm, "teacher.max_outage_s": max_outage,
         "teacher.price_input": price_input, "teacher.price_output": price_output,
+        "teacher.max_cost_usd": max_cost, "teacher.max_tokens_total": max_tokens_total,
         "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
         "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
         "generation.temperature": temperature, "generation.top_p": top_p, "generation.top_k": top_k,
