@@ -44,7 +44,7 @@ from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.generate import (
-    SUMMARY, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
+    SUMMARY, Budget, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
 )
 from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
@@ -80,6 +80,7 @@ async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], 
         async with semaphore:
             if fail_fast.reason:
                 return None
+            fail_fast.budget.start()
             # quoted: Prefect would otherwise walk the whole job (settings and all) twice per task
             state = await sample_task(quote(job), return_state=True)
         return await finish(job, state)
@@ -104,6 +105,7 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
 
     def submit(i: int) -> None:
         # not quote()d as on the flow loop: prefect-dask hands the task the quote itself, not the job
+        fail_fast.budget.start()
         futures[i] = future = sample_task.submit(jobs[i])
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(finished.put_nowait, i))
 
@@ -128,8 +130,10 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
 # Unpersisted, the chunk runs again and its finished samples are cache hits.
 @flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False, persist_result=False)
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
-                         first: int, last: int, refresh: bool = False, runner: Runner = "local") -> list[TraceRecord]:
-    """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs."""
+                         first: int, last: int, refresh: bool = False, runner: Runner = "local",
+                         spent_usd: float = 0.0, spent_tokens: int = 0, spent_samples: int = 0) -> list[TraceRecord]:
+    """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs; ``spent_*``:
+    what the run's earlier chunks spent of its budget."""
     logger = get_run_logger()
     result_storage = await result_storage_for(storage)
     sample_task = generate_sample if runner == "local" else generate_sample_on_worker
@@ -139,7 +143,8 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
                       refresh=refresh)
             for i, r in plan_keys(range(first, last + 1), settings.generation.rollouts_per_sample)]
     done = 0
-    fail_fast = FailFast()
+    fail_fast = FailFast(budget=Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total,
+                                       spent_usd, spent_tokens, spent_samples))
 
     async def finish(job: SampleJob, state: State) -> TraceRecord:
         nonlocal done
@@ -206,12 +211,16 @@ async def generate_flow(
     try:
         records: list[TraceRecord] = []
         stopped = None
+        spent = Budget(teacher.max_cost_usd, teacher.max_tokens_total)
         for first in range(indices.start, indices.stop, chunk_size):
             last = min(first + chunk_size, indices.stop) - 1
-            chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner)
+            chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner,
+                                     spent.cost_usd, spent.tokens, spent.done)
             records.extend(chunk)
+            for record in chunk:
+                spent.add(record, started=False)
             if len(chunk) < (last - first + 1) * generation.rollouts_per_sample:  # the chunk stopped early
-                stopped = (stop_reason_of([r for r in chunk if not r.ok])
+                stopped = (stop_reason_of([r for r in chunk if not r.ok]) or spent.reason
                            or "stopped: the teacher rejected the first samples")
                 break
         extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint,

@@ -13,14 +13,17 @@ import json
 import os
 import re
 from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geodistil.dialects import ALIASES, DialectName
 from geodistil.errors import ConfigError
 from geodistil.profiles import OPTIONAL, PROFILE_CHOICES
 from geodistil.redact import redact_url
+
+if TYPE_CHECKING:
+    from geodistil.prices import Price
 
 ENV_PREFIX = "env:"
 _SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie", re.IGNORECASE)
@@ -74,7 +77,20 @@ class TeacherConfig(_Model):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(6, ge=0, le=20, description="retries on 429 / 5xx / timeouts / connection errors")
     backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0, description="cap on a backoff, a Retry-After and a probe interval")
+    rpm: float | None = Field(None, gt=0, description="requests per minute to keep to (default: the limit the "
+                                                      "server announces, else one learnt from its 429s)")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute to keep to (default: the server's announced)")
+    price_input: float | None = Field(None, ge=0, description="dollars per million input tokens (default: "
+                                                             "geodistil.prices for the model)")
+    price_cached_input: float | None = Field(None, ge=0, description="dollars per million cached input tokens "
+                                                                    "(default: the input price)")
+    price_output: float | None = Field(None, ge=0, description="dollars per million output tokens")
+    max_cost_usd: float | None = Field(None, gt=0, description="budget: no sample starts once the run's cost, "
+                                                               "with the next sample's expected cost, would pass it")
+    max_tokens_total: int | None = Field(None, gt=0, description="budget in tokens (prompt plus completion)")
+    max_outage_s: float = Field(1800.0, gt=0, description="how long requests wait for a teacher that stopped "
+                                                          "answering before its samples become error traces")
     profile: Literal[PROFILE_CHOICES] = Field(  # type: ignore[valid-type]
         "auto", description="server profile deciding the request parameters (see geodistil.profiles); "
                             "auto: from the model name, the base URL and /v1/models")
@@ -117,6 +133,32 @@ class TeacherConfig(_Model):
         """``extra_body`` to send, ``env:`` values of secret-looking fields read from the environment now."""
         return {name: _resolve_env(f"extra_body field {name}", value) if looks_secret(name) else value
                 for name, value in (self.extra_body or {}).items()}
+
+    def price(self) -> "Price | None":
+        """The price of this teacher's tokens: the table's (``geodistil.prices``) with the flags given over it.
+        A flag over no table entry needs its partner (``_price_is_complete``)."""
+        from geodistil.prices import Price, price_of
+
+        table = price_of(self.model)
+        if self.price_input is None and self.price_output is None:
+            return table
+        base = table or Price(input=0.0, output=0.0)
+        cached = self.price_cached_input
+        if cached is None and self.price_input is None:
+            cached = base.cached_input  # the table's cache discount holds for the table's input price only
+        return Price(input=base.input if self.price_input is None else self.price_input,
+                     output=base.output if self.price_output is None else self.price_output, cached_input=cached)
+
+    @model_validator(mode="after")
+    def _price_is_complete(self) -> "TeacherConfig":
+        from geodistil.prices import price_of
+
+        if (self.price_input is None) != (self.price_output is None) and price_of(self.model) is None:
+            raise ValueError(f"no price known for {self.model}: give both price_input and price_output")
+        if self.max_cost_usd is not None and self.price() is None:
+            raise ValueError(f"max_cost_usd needs a price, and none is known for {self.model}: "
+                             "give price_input and price_output")
+        return self
 
     def api_key(self) -> str:
         # servers such as vLLM accept any key; the openai client insists on one

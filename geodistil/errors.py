@@ -7,6 +7,7 @@ Hierarchy::
     ├── SampleError          one dataset row cannot be used (names the index)
     ├── ToolError            a tool call is invalid or failed (the teacher sees the message)
     ├── TeacherError         the teacher failed after every retry: transient (429, 5xx, timeout)
+    │   ├── TeacherUnreachable   the teacher stopped answering for longer than ``max_outage_s``
     │   └── TeacherRejected      the teacher answered 4xx: the same request fails again
     │       ├── TeacherAuthError     401 / 403: the key is wrong (a re-run may have a better one)
     │       └── TeacherLimitReached  the conversation outgrew the context or the image limit
@@ -69,6 +70,15 @@ class TeacherError(GeodistilError):
         return f"{self.family}:{self.kind}"
 
 
+class TeacherUnreachable(TeacherError):
+    """The teacher has not answered (refused connections, DNS, 5xx or timeouts in a row) for longer
+    than ``max_outage_s``. Not retried within the run, which stops starting samples; a re-run
+    generates these samples again, once the teacher is back."""
+
+    family = "teacher_unreachable"
+    retryable = False
+
+
 class TeacherRejected(TeacherError):
     """A 4xx answer (bad request, model not found): sending the same request again cannot help,
     so neither the client, nor Prefect, nor a re-run of the same settings tries it again."""
@@ -114,7 +124,8 @@ class ReplayError(GeodistilError):
 
 
 _FAMILIES: dict[str, type[GeodistilError]] = {
-    cls.family: cls for cls in (GeodistilError, SampleError, TeacherError, TeacherRejected, TeacherAuthError)
+    cls.family: cls for cls in (GeodistilError, SampleError, TeacherError, TeacherUnreachable, TeacherRejected,
+                                TeacherAuthError)
 }
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import ConfigError, TeacherRejected, TraceError, error_class
+from geodistil.errors import ConfigError, TeacherRejected, TeacherUnreachable, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import TraceStore, trace_name
@@ -82,30 +82,83 @@ def is_unfinished(record: TraceRecord) -> bool:
     return not record.ok and cls is not None and cls.rerun
 
 
+class Budget:
+    """Says when to stop starting samples: the run's cost (or tokens) so far, with every sample in
+    flight and one more at the mean so far, would pass ``max_cost_usd`` (``max_tokens_total``).
+    Traces reused from an earlier run count, so a re-run with the same budget starts nothing and
+    one with a larger budget goes on."""
+
+    def __init__(self, max_cost_usd: float | None, max_tokens_total: int | None, cost_usd: float = 0.0,
+                 tokens: int = 0, done: int = 0) -> None:
+        """``cost_usd``, ``tokens`` and ``done`` carry what earlier parts of the run spent (the flow's chunks)."""
+        self.max_cost_usd, self.max_tokens_total = max_cost_usd, max_tokens_total
+        self.cost_usd, self.tokens, self.done, self.in_flight = cost_usd, tokens, done, 0
+
+    def start(self) -> None:
+        self.in_flight += 1
+
+    def add(self, record: TraceRecord, started: bool) -> None:
+        self.in_flight = max(0, self.in_flight - started)  # a driver that does not call start() has none
+        self.done += 1
+        self.cost_usd += record.cost_usd or 0.0
+        self.tokens += record.prompt_tokens + record.completion_tokens
+
+    @property
+    def reason(self) -> str | None:
+        if not self.done:
+            return None
+        ahead = self.in_flight + 1
+        if self.max_cost_usd is not None and self.cost_usd * (1 + ahead / self.done) > self.max_cost_usd:
+            return (f"stopped: the budget of ${self.max_cost_usd:g} would be passed (${self.cost_usd:.4f} spent on "
+                    f"{self.done} samples); run the same command with a larger --max-cost to go on")
+        if self.max_tokens_total is not None and self.tokens * (1 + ahead / self.done) > self.max_tokens_total:
+            return (f"stopped: the budget of {self.max_tokens_total} tokens would be passed ({self.tokens} used on "
+                    f"{self.done} samples); run the same command with a larger --max-tokens-total to go on")
+        return None
+
+
 class FailFast:
     """Says when to stop starting samples: the first ``after`` samples to finish were all
     rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
     wrong model name), so every later one would be too. Judged once, on those first samples:
-    a run that got going is never stopped by this.
+    a run that got going is never stopped by that. At any time, a sample failed because the
+    teacher was unreachable for longer than ``max_outage_s`` stops the run too.
     """
 
-    def __init__(self, after: int = FAIL_FAST_AFTER) -> None:
+    def __init__(self, after: int = FAIL_FAST_AFTER, budget: Budget | None = None) -> None:
         self.after = after
-        self.reason: str | None = None
+        self.budget = budget or Budget(None, None)
+        self.rejected: str | None = None
         self._first: list[TraceRecord] = []
 
-    def add(self, record: TraceRecord) -> None:
+    @property
+    def reason(self) -> str | None:
+        return self.rejected or self.budget.reason
+
+    def add(self, record: TraceRecord, started: bool = True) -> None:
+        """A finished sample; ``started`` False for a trace reused from an earlier run (it counts
+        in the budget only)."""
+        self.budget.add(record, started)
+        if not started:
+            return
+        if self.rejected is None and error_class(record.error_kind) is TeacherUnreachable:
+            self.rejected = record.error
+            log.error("%s", self.rejected)
         if len(self._first) >= self.after:
             return
         self._first.append(record)
-        if len(self._first) == self.after:
-            self.reason = stop_reason_of(self._first)
-            if self.reason:
-                log.error("%s", self.reason)
+        if len(self._first) == self.after and self.rejected is None:
+            self.rejected = stop_reason_of(self._first)
+            if self.rejected:
+                log.error("%s", self.rejected)
 
 
 def stop_reason_of(records: list[TraceRecord]) -> str | None:
-    """The one-line reason to stop, if ``records`` were all rejected by the teacher with one kind."""
+    """The one-line reason to stop, if the teacher was unreachable for too long or ``records``
+    were all rejected by it with one kind."""
+    unreachable = next((r for r in records if error_class(r.error_kind) is TeacherUnreachable), None)
+    if unreachable is not None:
+        return unreachable.error
     kinds = {r.error_kind for r in records}
     cls = error_class(next(iter(kinds))) if len(kinds) == 1 else None
     if not records or any(r.ok for r in records) or cls is None or not issubclass(cls, TeacherRejected):
@@ -167,8 +220,10 @@ async def generate(
 ) -> dict[str, Any]:
     """Generate traces for a range of samples; returns the run summary.
 
-    When the teacher rejects the first samples alike (``FailFast``), no further sample is
-    started and the summary's ``stopped`` says why.
+    When the teacher rejects the first samples alike (``FailFast``), has been unreachable
+    for longer than ``max_outage_s``, or the budget would be passed (``Budget``), no further
+    sample is started and the summary's
+    ``stopped`` says why; the same command resumes the run.
     """
     ds = await asyncio.to_thread(open_dataset, dataset)
     store = storage.store()
@@ -178,23 +233,27 @@ async def generate(
     existing = store.trace_keys() if resume else set()
     records: list[TraceRecord] = []
     requested = 0
-    fail_fast = FailFast()
+    fail_fast = FailFast(budget=Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total))
+    stopped: list[str] = []  # why workers stopped starting samples
 
     ctx = RolloutContext.create(settings)
     try:
         async def worker() -> None:
             nonlocal requested
             for index, r in keys:  # one shared iterator: never more keys in memory than workers
-                if fail_fast.reason:
-                    return
                 name = trace_name(index, r, rollouts)
                 record = None
                 if (index, r) in existing:
                     record = await asyncio.to_thread(finished_record, store, name, fingerprint)
-                if record is None:
+                started = record is None
+                if started:
+                    if why := fail_fast.reason:
+                        stopped.append(why)
+                        return
                     requested += 1
+                    fail_fast.budget.start()
                     record = await run_one(ds, index, r, ctx, store)
-                    fail_fast.add(record)
+                fail_fast.add(record, started)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -204,6 +263,6 @@ async def generate(
         await ctx.close()
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
-    if fail_fast.reason:
-        extra["stopped"] = fail_fast.reason
+    if why := fail_fast.rejected or (stopped[0] if stopped else None):
+        extra["stopped"] = why
     return await asyncio.to_thread(write_outputs, store, records, extra)

@@ -22,6 +22,7 @@ from geodistil.config import ImageConfig, RolloutSettings
 from geodistil.data import Decoding, GeoDataset, Sample
 from geodistil.dialects import Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
 from geodistil.errors import SampleError, TeacherError, TeacherLimitReached, ToolError
+from geodistil.prices import Price
 from geodistil.images import data_url, image_data_url, pixel_sha256, preprocess, sendable_source
 from geodistil.redact import redact_url
 from geodistil.scoring import parse_answer, read_answer, score
@@ -52,6 +53,10 @@ class RolloutContext:
 
     async def close(self) -> None:
         await self.teacher.close()
+
+    @cached_property
+    def price(self) -> Price | None:
+        return self.settings.teacher.price()
 
     @cached_property
     def tool_specs(self) -> list[dict[str, Any]]:
@@ -168,6 +173,7 @@ async def rollout(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     trace.images = convo.records
     trace.teacher = _provenance(ctx, trace.teacher)
     trace.finished_at = datetime.now(timezone.utc)
+    trace.cost_usd = ctx.price.cost(trace.usage) if ctx.price is not None else None
     _score(trace)
     return trace
 

@@ -59,6 +59,8 @@ class SummaryBuilder:
     turns: Counter[int] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: int = 0  # traces with a cost
     # per-trace distributions (all traces)
     prompt_tokens_each: list[int] = field(default_factory=list)
     completion_tokens_each: list[int] = field(default_factory=list)
@@ -90,6 +92,9 @@ class SummaryBuilder:
         self.traces_using_any += bool(trace.tools)
         self.prompt_tokens += trace.prompt_tokens
         self.completion_tokens += trace.completion_tokens
+        if trace.cost_usd is not None:
+            self.cost_usd += trace.cost_usd
+            self.priced += 1
         self.prompt_tokens_each.append(trace.prompt_tokens)
         self.completion_tokens_each.append(trace.completion_tokens)
         self.latencies.append(latency)
@@ -180,6 +185,7 @@ class SummaryBuilder:
             "stop_reasons": dict(self.stop_reasons),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd if self.priced else None,  # None: no trace has a price
             "tokens": {"prompt": _percentiles([float(t) for t in self.prompt_tokens_each]),
                        "completion": _percentiles([float(t) for t in self.completion_tokens_each])},
             "latency_s": _percentiles(self.latencies),

@@ -16,6 +16,8 @@ import asyncio
 import json
 import logging
 import random
+import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +26,16 @@ from typing import Any
 import httpx
 import openai
 
+from geodistil.admission import Admission, Limits, admission_for
 from geodistil.config import GenerationConfig, TeacherConfig
-from geodistil.errors import TeacherAuthError, TeacherError, TeacherLimitReached, TeacherRejected
+from geodistil.errors import (
+    TeacherAuthError,
+    TeacherError,
+    TeacherLimitReached,
+    TeacherRejected,
+)
 from geodistil.profiles import PROFILES, Inference, ServerProfile, by_name, infer
-from geodistil.redact import split_credentials
+from geodistil.redact import redact_url, split_credentials
 from geodistil.rejections import Rejection, read_rejection
 from geodistil.trace import Usage
 
@@ -107,6 +115,34 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+IMAGE_TOKENS_ESTIMATE = 1000  # about a 1024x768 image on a Qwen2.5-VL; the usage of replies corrects it
+_DATA_URL = re.compile(rb"data:image/[a-z]+;base64,[A-Za-z0-9+/=]*")
+
+
+def prompt_tokens_estimate(encoded: bytes) -> float:
+    """Prompt tokens before the request: four characters a token, a fixed cost per image."""
+    images = _DATA_URL.findall(encoded)
+    text = len(encoded) - sum(map(len, images))
+    return text / 4 + IMAGE_TOKENS_ESTIMATE * len(images)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What a failed connection was, named for what happened: ``connection_refused``, ``dns``,
+    ``timeout`` or ``connection``.
+
+    The openai client's aiohttp transport reports a refused connection as a connect *timeout*,
+    so the cause chain is read for the operating system's own error first.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection_refused"
+        if isinstance(cause, socket.gaierror):
+            return "dns"
+        cause = cause.__cause__ or cause.__context__
+    return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+
+
 class ParamCorrections:
     """Request parameters the server refused, learnt from its 400s and applied to every later request.
 
@@ -179,6 +215,8 @@ class TeacherClient:
         # conversation that started at the same time
         self._first_lock = asyncio.Lock()
         self._settled = False
+        self._max_connections = max_connections
+        self.admission: Admission | None = None  # the process's shared one for this teacher, on first use
         # aiohttp's connection pool stays cheap with hundreds of connections; httpcore's default
         # pool scans every connection on each request, which dominated CPU at high concurrency
         self._http = openai.DefaultAioHttpClient(
@@ -212,6 +250,9 @@ class TeacherClient:
             listing = response.json()
         except openai.APIStatusError as exc:
             raise rejected(exc.status_code, read_rejection(exc.status_code, _body_of(exc.response))) from exc
+        except openai.APIConnectionError as exc:
+            kind = failure_kind(exc)
+            raise TeacherError(f"listing models failed: {kind.replace('_', ' ')}", kind=kind) from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise TeacherError(f"listing models failed: {exc}") from exc
         return listing if isinstance(listing, dict) else {}
@@ -284,10 +325,22 @@ class TeacherClient:
             exc.requests, exc.retries = counts["attempt"] + counts["corrected"] + 1, counts["attempt"]
             raise
 
+    def _admission(self) -> Admission:
+        if self.admission is None:
+            c = self.config
+            self.admission = admission_for(redact_url(c.resolved_base_url()), c.model, Limits(
+                rpm=c.rpm, tpm=c.tpm, max_concurrency=self._max_connections, backoff_base_s=c.backoff_base_s,
+                backoff_max_s=c.backoff_max_s, max_outage_s=c.max_outage_s))
+        return self.admission
+
     async def _send(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
                     generation: GenerationConfig, tools: list[dict[str, Any]] | None, seed: int | None,
                     counts: dict[str, int]) -> TeacherReply:
+        """Send until an answer; a failure while the teacher is down (the breaker open) uses no retry:
+        the request waits in ``Admission.acquire`` until the teacher answers or the outage is too long."""
         encoded = bytes(messages if isinstance(messages, EncodedMessages) else EncodedMessages(messages))
+        admission = self._admission()
+        estimated = admission.estimate(prompt_tokens_estimate(encoded), generation.max_tokens)
         errors: list[str] = []
         while True:
             attempt = counts["attempt"]
@@ -297,6 +350,7 @@ class TeacherClient:
                 head["tools"] = tools
             # the body as bytes, sent as it is: the SDK neither walks nor re-encodes the messages
             body = json.dumps(head).encode()[:-1] + b', "messages": ' + encoded + b"}"
+            probe = await admission.acquire(estimated)
             start = time.perf_counter()
             try:
                 # the plain POST skips the SDK's recursive TypedDict transform of ``messages``, which
@@ -306,25 +360,38 @@ class TeacherClient:
                 data = response.json()
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                headers = exc.response.headers if exc.response is not None else None
                 if status < 500 and status not in RETRYABLE_STATUS:
+                    admission.answered(probe, headers, 0, 0, 0)
                     rejection = read_rejection(status, _body_of(exc.response))
                     if self.corrections.learn(rejection, params):
                         counts["corrected"] += 1
                         continue
                     raise rejected(status, rejection) from exc
                 errors.append(f"HTTP {status}")
+                delay = _retry_after_s(exc)
+                if status == 429:
+                    admission.throttled_by(probe, headers, delay)
+                else:
+                    admission.failed(f"http_{status}", probe)
+                if admission.breaker.open:
+                    continue
                 if status not in RETRYABLE_STATUS or attempt == self.config.max_retries:
                     raise TeacherError(f"teacher answered HTTP {status} after {attempt + 1} attempts: {exc.message}",
                                        kind=f"http_{status}") from exc
-                delay = _retry_after_s(exc)
-                await asyncio.sleep(delay if delay is not None else self._backoff_s(attempt))
+                if delay is None:  # with a Retry-After, the shared pause makes every request wait
+                    await asyncio.sleep(self._backoff_s(attempt))
                 counts["attempt"] += 1
                 continue
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+                kind = failure_kind(exc)
                 errors.append(kind)
+                admission.failed(kind, probe)
+                if admission.breaker.open:
+                    continue
                 if attempt == self.config.max_retries:
-                    raise TeacherError(f"teacher {kind} after {attempt + 1} attempts", kind=kind) from exc
+                    raise TeacherError(f"teacher {kind.replace('_', ' ')} after {attempt + 1} attempts",
+                                       kind=kind) from exc
                 await asyncio.sleep(self._backoff_s(attempt))
                 counts["attempt"] += 1
                 continue
@@ -332,8 +399,11 @@ class TeacherClient:
                 raise TeacherError(f"teacher request failed: {exc}") from exc
             except ValueError as exc:
                 raise TeacherError(f"teacher answered something that is not JSON: {exc}", kind="bad_response") from exc
+            finally:
+                admission.release()
             reply = self._reply(data, time.perf_counter() - start, attempt, errors)
             reply.usage.requests += counts["corrected"]
+            admission.answered(probe, response.headers, estimated, reply.usage.prompt_tokens, reply.usage.total_tokens)
             return reply
 
     @staticmethod
@@ -348,6 +418,8 @@ class TeacherClient:
         usage.prompt_tokens = int(raw_usage.get("prompt_tokens") or 0)
         usage.completion_tokens = int(raw_usage.get("completion_tokens") or 0)
         usage.total_tokens = int(raw_usage.get("total_tokens") or 0)
+        details = raw_usage.get("prompt_tokens_details") or {}
+        usage.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         return TeacherReply(
             content=message.get("content") or "",
             tool_calls=message.get("tool_calls") or None,

@@ -105,6 +105,7 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the server read from its prompt cache
     requests: int = 0
     retries: int = 0
 
@@ -167,6 +168,7 @@ class Trace(BaseModel):
     # provenance
     teacher: TeacherInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None  # the usage at the teacher's price (geodistil.prices); None: no price known
     latency_s: float = 0.0  # time spent waiting for the teacher
     turn_latencies_s: list[float] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=_now)
@@ -228,6 +230,7 @@ class TraceRecord(BaseModel):
     tool_errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = None
     latency_s: float = 0.0
 
     @classmethod
@@ -242,5 +245,5 @@ class TraceRecord(BaseModel):
             stop_reason=trace.stop_reason, tools=tools,
             tool_errors=sum(not c.success for c in trace.tool_calls_log),
             prompt_tokens=trace.usage.prompt_tokens, completion_tokens=trace.usage.completion_tokens,
-            latency_s=round(trace.latency_s, 4),
+            cost_usd=trace.cost_usd, latency_s=round(trace.latency_s, 4),
         )

@@ -19,12 +19,13 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.errors import GeodistilError
-from geodistil.generate import StorageSpec, finished_record, is_retryable, run_one
+from geodistil.generate import StorageSpec, finished_record, is_retryable, is_unfinished, run_one
 from geodistil.store import TraceStore, trace_name
 from geodistil.trace import TraceRecord
 from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context
@@ -56,6 +57,16 @@ class SampleJob(BaseModel):
 class RetryableSampleError(GeodistilError):
     """The sample's trace was written with a transient error: let Prefect retry the task.
     A rejected request (4xx) or a teacher limit is no such error: the task completes with its record."""
+
+
+class RerunSampleError(GeodistilError):
+    """The sample's trace was written with an error no retry within this run fixes but a re-run may
+    (a rejected key, a teacher unreachable past ``max_outage_s``): the task fails, so no result is
+    cached for the re-run to find, and ``_retry_transient_only`` keeps Prefect from retrying it."""
+
+
+def _retry_transient_only(task: Any, task_run: Any, state: State) -> bool:
+    return not isinstance(state.data, RerunSampleError)
 
 
 def sample_cache_key(job: SampleJob) -> str:
@@ -107,6 +118,8 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
         record = await run_one(dataset, job.sample_index, job.rollout_index, ctx, store)
     if is_retryable(record):
         raise RetryableSampleError(f"{job.name}: {record.error}")
+    if is_unfinished(record):
+        raise RerunSampleError(f"{job.name}: {record.error}")
     return record
 
 
@@ -122,6 +135,7 @@ _SAMPLE_TASK_OPTIONS: dict[str, Any] = dict(
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_transient_only,
     cache_key_fn=_cache_key_fn,
     persist_result=True,
     result_serializer=TraceRecordSerializer(),  # JSON: the store is data, never code (see tasks.results)

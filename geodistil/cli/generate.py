@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
+from rich.progress import ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from geodistil.cli._app import app, console, fail, print_problems, warn
 
@@ -67,6 +69,7 @@ def sim(
     max_context_tokens: Optional[int] = typer.Option(None, min=1, help="context limit, answered with the profile's 400"),
     max_images_per_prompt: Optional[int] = typer.Option(None, min=0, help="images per request (vLLM's limit)"),
     api_key: Optional[str] = typer.Option(None, help="answer 401 unless requests carry this key"),
+    known_models_only: bool = typer.Option(False, help="answer 404 (model_not_found) to any other model name"),
     reasoning: bool = typer.Option(False, help="return the profile's reasoning field"),
     seed: int = typer.Option(0),
 ) -> None:
@@ -80,7 +83,8 @@ def sim(
                            rate_500=rate_500, rate_hang=rate_hang, rate_malformed=rate_malformed,
                            rate_no_box=rate_no_box, tool_style=tool_style, tool_calls=tool_calls, profile=profile,
                            max_context_tokens=max_context_tokens, max_images_per_prompt=max_images_per_prompt,
-                           api_key=api_key, reasoning=reasoning, seed=seed)
+                           api_key=api_key, known_models_only=known_models_only, reasoning=reasoning,
+                           seed=seed)
     except ValidationError as exc:
         error = exc.errors()[0]
         console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'sim'}: {error['msg']}[/red]", soft_wrap=True)
@@ -108,6 +112,17 @@ def run(
     header: Optional[list[str]] = typer.Option(None, help="K=V extra HTTP header (repeatable); secret-looking "
                                                           "values never reach a log, parameter or trace"),
     timeout: Optional[float] = typer.Option(None, help="per-request timeout, seconds"),
+    rpm: Optional[float] = typer.Option(None, min=0.001, help="requests per minute to keep to (default: the "
+                                                             "server's announced limit, else learnt from its 429s)"),
+    tpm: Optional[float] = typer.Option(None, min=1, help="tokens per minute to keep to (default: announced)"),
+    price_input: Optional[float] = typer.Option(None, min=0, help="dollars per million input tokens "
+                                                                  "(default: geodistil.prices for the model)"),
+    price_output: Optional[float] = typer.Option(None, min=0, help="dollars per million output tokens"),
+    max_cost: Optional[float] = typer.Option(None, min=0.0001, help="budget in dollars: no sample starts once it "
+                                                                    "would be passed; a re-run with more goes on"),
+    max_tokens_total: Optional[int] = typer.Option(None, min=1, help="budget in tokens, as --max-cost"),
+    max_outage: Optional[float] = typer.Option(None, min=1, help="seconds to wait for a teacher that stopped "
+                                                                 "answering before the run stops (default 1800)"),
     num_samples: Optional[int] = typer.Option(None, min=1, help="samples to run (default: all)"),
     start: Optional[int] = typer.Option(None, min=0, help="first sample index"),
     max_concurrency: Optional[int] = typer.Option(None, min=1, help="conversations in flight"),
@@ -144,6 +159,9 @@ def run(
         "teacher.base_url": base_url, "teacher.model": model, "teacher.api_key_env": api_key_env,
         "teacher.profile": teacher_profile,
         "teacher.tool_style": tool_style, "teacher.timeout_s": timeout,
+        "teacher.rpm": rpm, "teacher.tpm": tpm, "teacher.max_outage_s": max_outage,
+        "teacher.price_input": price_input, "teacher.price_output": price_output,
+        "teacher.max_cost_usd": max_cost, "teacher.max_tokens_total": max_tokens_total,
         "teacher.extra_body": _json_object("--extra-body", extra_body), "teacher.headers": _headers(header),
         "generation.max_turns": max_turns, "generation.max_tokens": max_tokens,
         "generation.temperature": temperature, "generation.top_p": top_p, "generation.top_k": top_k,
@@ -166,6 +184,7 @@ def run(
         params["teacher"] = _teacher_without_url_credentials(params["teacher"])
         try:
             raise_if_locked(params["storage"].store())  # at once, before any server starts; the flow takes the lock
+            _check_teacher(params)
             summary, failure = _run_with_progress(params)
         except StoreLockedError as exc:
             console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
@@ -252,6 +271,31 @@ class _demo_teacher:
             self.server.__exit__(*exc)
 
 
+def _check_teacher(params: dict) -> None:
+    """Before any sample: a wrong URL, a rejected key or an unknown model ends the command in one line."""
+    from geodistil.errors import TeacherError
+    from geodistil.preflight import preflight
+    from tasks.contexts import teacher_api_key
+
+    async def check() -> None:
+        await preflight(params["teacher"], api_key=await teacher_api_key(params["teacher"]))
+
+    try:
+        asyncio.run(check())
+    except TeacherError as exc:
+        fail(str(exc))
+
+
+class _TeacherColumn(ProgressColumn):
+    """The teacher's admission state (limit, 429s, rate, an outage), read at each refresh, so an
+    outage shows while no sample finishes."""
+
+    def render(self, task: object) -> Text:
+        from geodistil.admission import controllers
+
+        return Text("; ".join(a.status_line() for a in controllers()), style="dim")
+
+
 def _run_with_progress(params: dict) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -260,13 +304,21 @@ def _run_with_progress(params: dict) -> tuple[dict, str | None]:
 
     total = _planned_traces(params)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+                  _TeacherColumn(), TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
         counts = {"ok": 0, "failed": 0}
+        cost = {"usd": 0.0, "priced": False}
 
         def on_record(record) -> None:
             counts["ok" if record.ok else "failed"] += 1
-            progress.update(bar, advance=1, status=f"{counts['ok']} ok, {counts['failed']} failed")
+            status = f"{counts['ok']} ok, {counts['failed']} failed"
+            if record.cost_usd is not None:
+                cost["usd"] += record.cost_usd
+                cost["priced"] = True
+            if cost["priced"]:  # the cost so far, and the run's at the mean so far
+                done = counts["ok"] + counts["failed"]
+                status += f", ${cost['usd']:.2f} (~${cost['usd'] / done * total:.2f} in all)"
+            progress.update(bar, advance=1, status=status)
 
         add_listener(on_record)
         # per-task "Finished in state Completed" lines would bury the bar; the UI keeps every state
@@ -300,6 +352,9 @@ def _print_summary(summary: dict) -> None:
                 "median_distance_km", "mean_reward", "tool_calls", "mean_tool_calls"):
         value = summary.get(key)
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    table.add_row("tokens", f"{summary.get('prompt_tokens', 0)} prompt, {summary.get('completion_tokens', 0)} completion")
+    if summary.get("cost_usd") is not None:  # a model with no price shows its tokens alone
+        table.add_row("cost", f"${summary['cost_usd']:.4f}")
     for threshold, share in summary.get("accuracy", {}).items():
         table.add_row(f"accuracy @ {threshold}", f"{share:.1%}")
     if summary.get("error_kinds"):

@@ -46,6 +46,17 @@ class SimConfig(BaseModel):
         None, ge=0, description="images per request (vLLM's --limit-mm-per-prompt, SGLang's "
                               "--limit-mm-data-per-request), answered with that server's 400")
     api_key: str | None = Field(None, description="answer 401 unless the request carries this bearer key")
+    rpm_limit: float | None = Field(
+        None, gt=0, description="requests per minute taken (a 1 s bucket); more are answered 429 as OpenAI does")
+    tpm_limit: float | None = Field(
+        None, gt=0, description="prompt tokens (estimated) plus max tokens per minute taken; more are answered 429")
+    announce_limits: bool = Field(True, description="send OpenAI's x-ratelimit-* headers with rpm_limit / tpm_limit")
+    retry_after: float | None = Field(
+        None, ge=0, description="Retry-After of every 429, seconds (default: 1 for rate_429, the wait for the "
+                                "limiter's next free slot)")
+    known_models_only: bool = Field(
+        False, description="answer 404 in OpenAI's shape (model_not_found) to a request for any model but the "
+                           "sim's own (default: any model name is served)")
     reasoning: bool = Field(False, description="return a reasoning field where the profile's server has one")
     tool_calls: int | None = Field(
         None, ge=0, le=10, description="tool-call turns per conversation before the answer (default: 0-3, drawn)")

@@ -2,9 +2,10 @@
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (OpenAI response shape, with
 ``usage``), ``GET /props`` (llama.cpp's) and ``GET /sim/stats``, JSON counters: ``requests``
-(every chat-completion request received), then by outcome ``429``, ``500``, ``hang``,
+(every chat-completion request received), then by outcome ``429`` (of which ``rate_limited`` by
+the sim's own limiter, see ``geodistil.sim.limits``), ``500``, ``hang``,
 ``bad_request``, the 4xx of the emulated server (``refused_param``, ``context_length``,
-``image_limit``, ``unauthorized``; see ``geodistil.sim.emulation``), ``disconnected`` and
+``image_limit``, ``unauthorized``, ``unknown_model``; see ``geodistil.sim.emulation``), ``disconnected`` and
 ``ok`` (a 200 answer), which is one of ``tool_calls``, ``answers`` (a boxed answer),
 ``malformed`` or ``no_box``; plus ``in_flight`` and ``max_in_flight``. Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
 answers without a box) are drawn per request from one ``random.Random(seed)`` that is
@@ -22,6 +23,7 @@ import asyncio
 import gc
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from geodistil import geo
 from geodistil.sim.config import SimConfig
 from geodistil.dialects import ALIASES, DIALECTS, dialect_named
 from geodistil.sim.emulation import EMULATIONS
+from geodistil.sim.limits import RateLimiter
 from geodistil.sim.policy import Reply, message, respond
 from geodistil.sim.reading import Conversation, read_request
 
@@ -48,8 +51,9 @@ RETRY_AFTER_S = 1
 IMAGE_TOKENS = 1000  # about what a 1024x768 image costs a Qwen2.5-VL (28 px patches)
 HANG_MAX_S = 3600.0
 _HANG_POLL_S = 0.5
+_DATA_URL = re.compile(rb"data:image/[a-z]+;base64,[A-Za-z0-9+/=]*")
 STAT_KEYS = ("requests", "ok", "429", "500", "hang", "malformed", "no_box", "tool_calls", "answers",
-             "bad_request", "refused_param", "context_length", "image_limit", "unauthorized",
+             "bad_request", "refused_param", "context_length", "image_limit", "unauthorized", "unknown_model", "rate_limited",
              "disconnected", "in_flight", "max_in_flight")
 
 
@@ -71,8 +75,20 @@ class _Sim:
         self.faults = random.Random(config.seed)
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.emulation = EMULATIONS[config.profile]
+        self.limiter = (RateLimiter(config.rpm_limit, config.tpm_limit, config.announce_limits, config.retry_after,
+                                    SIM_MODEL) if config.rpm_limit or config.tpm_limit else None)
+
+    def _unauthorized(self, request: Request) -> JSONResponse | None:
+        """The emulated server's answer to a wrong or missing key (its key middleware guards every route of /v1)."""
+        c = self.config
+        if c.api_key is None or request.headers.get("authorization") == f"Bearer {c.api_key}":
+            return None
+        status, refusal = self.emulation.auth_error()
+        return JSONResponse(refusal, status)
 
     async def models(self, request: Request) -> JSONResponse:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         entry = self.emulation.model_entry(SIM_MODEL, self.config.max_context_tokens)
         return JSONResponse({"object": "list", "data": [entry]})
 
@@ -105,7 +121,8 @@ class _Sim:
         if fault < c.rate_429:  # a gateway refuses at once, before any model time
             await _drain(request)
             s["429"] += 1
-            return _error(429, "simulated rate limit", "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_S)})
+            retry_after = c.retry_after if c.retry_after is not None else RETRY_AFTER_S
+            return _error(429, "simulated rate limit", "rate_limit_exceeded", {"Retry-After": f"{retry_after:g}"})
         if fault < c.rate_429 + c.rate_hang:
             s["hang"] += 1
             await _drain(request)
@@ -114,16 +131,19 @@ class _Sim:
                 await asyncio.sleep(_HANG_POLL_S)
             return Response(status_code=504)
         raw = await request.body()
+        if self.limiter is not None and (over := self.limiter.refusal(_raw_tokens(raw))) is not None:
+            s["429"] += 1
+            s["rate_limited"] += 1
+            return JSONResponse(over[0], 429, headers=over[1])
         delay = c.latency + spread * c.latency_spread
         if delay > 0:
             await asyncio.sleep(delay)
         if fault < c.rate_429 + c.rate_hang + c.rate_500:
             s["500"] += 1
             return _error(500, "simulated server error", "server_error")
-        if c.api_key is not None and request.headers.get("authorization") != f"Bearer {c.api_key}":
+        if (refused := self._unauthorized(request)) is not None:
             s["unauthorized"] += 1
-            status, refusal = self.emulation.auth_error()
-            return JSONResponse(refusal, status)
+            return refused
         try:
             body = json.loads(raw)
             if isinstance(body, dict) and body.get("stream"):
@@ -132,14 +152,25 @@ class _Sim:
         except ValueError as exc:
             s["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error")
-        refused = self._refusal(body, conv)
+        refused = self._unknown_model(body) or self._refusal(body, conv)
         if refused is not None:
             return refused
         reply = respond(conv, c.seed, tool_calls=c.tool_calls, malformed=u_malformed < c.rate_malformed,
                         no_box=u_no_box < c.rate_no_box)
         s["ok"] += 1
         s[reply.outcome] += 1
-        return JSONResponse(self._completion(body, conv, reply))
+        return JSONResponse(self._completion(body, conv, reply),
+                            headers=self.limiter.headers() if self.limiter is not None else None)
+
+    def _unknown_model(self, body: dict[str, Any]) -> JSONResponse | None:
+        """OpenAI's 404 for a model it does not serve, when ``known_models_only`` says to check."""
+        model = body.get("model")
+        if not self.config.known_models_only or model == SIM_MODEL:
+            return None
+        self.stats["unknown_model"] += 1
+        return JSONResponse({"error": {
+            "message": f"The model `{model}` does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": None, "code": "model_not_found"}}, 404)
 
     def _refusal(self, body: dict[str, Any], conv: Conversation) -> JSONResponse | None:
         """The emulated server's 400 for this request (a refused parameter, a limit), if any."""
@@ -179,6 +210,12 @@ class _Sim:
         }
 
 
+def _raw_tokens(raw: bytes) -> float:
+    """A request's tokens for the limiter, from its bytes: four characters a token, ``IMAGE_TOKENS`` an image."""
+    images = _DATA_URL.findall(raw)
+    return (len(raw) - sum(map(len, images))) / 4 + IMAGE_TOKENS * len(images)
+
+
 def _prompt_tokens(conv: Conversation) -> int:
     return conv.prompt_chars // 4 + IMAGE_TOKENS * len(conv.image_urls)
 
@@ -197,13 +234,13 @@ def create_app(config: SimConfig) -> Starlette:
     return app
 
 
-def _uvicorn_config(config: SimConfig, log_level: str) -> Any:
+def _uvicorn_config(config: SimConfig, log_level: str, app: Starlette | None = None) -> Any:
     import uvicorn
 
     # a hung request must not hold up shutdown for an hour: cancel it after 1 s. Keep-alive
     # outlasts httpx's 5 s pool expiry, so the client always closes an idle connection first
     # and never sends a request into one the server is closing.
-    return uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level=log_level,
+    return uvicorn.Config(app or create_app(config), host=config.host, port=config.port, log_level=log_level,
                           access_log=False, lifespan="off", timeout_graceful_shutdown=1, timeout_keep_alive=30)
 
 
@@ -246,6 +283,7 @@ class SimServer:
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._process: Any = None
+        self._app: Starlette | None = None  # kept across an outage, and so are its counters
 
     @property
     def url(self) -> str:
@@ -279,9 +317,10 @@ class SimServer:
         # IPPROTO_TCP, and without it every response waits ~40 ms for a delayed ACK
         self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.config.host, self.config.port))
+        self._socket.bind((self.config.host, self.port or self.config.port))
         self.port = int(self._socket.getsockname()[1])
-        self._server = uvicorn.Server(_uvicorn_config(self.config, "warning"))
+        self._app = self._app or create_app(self.config)
+        self._server = uvicorn.Server(_uvicorn_config(self.config, "warning", self._app))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name="geodistil-sim", daemon=True)
         self._thread.start()
@@ -291,6 +330,18 @@ class SimServer:
                 self.stop()
                 raise RuntimeError("the simulated teacher did not start")
             time.sleep(0.01)
+
+    def refuse_connections(self, seconds: float) -> None:
+        """An outage: the listening socket is closed (connections are refused) for ``seconds``, then
+        the same app, counters included, listens again on the same port. Blocks for the outage;
+        in-process servers only."""
+        if self.in_subprocess:
+            raise RuntimeError("an outage on demand needs the in-process simulated teacher")
+        port = self.port
+        self._stop_thread()
+        time.sleep(seconds)
+        self.port = port
+        self._start_thread()
 
     def _start_process(self) -> None:
         import httpx
@@ -311,7 +362,7 @@ class SimServer:
             except httpx.HTTPError:
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    def _stop_thread(self) -> None:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=10)
@@ -320,6 +371,10 @@ class SimServer:
                 self._thread.join(timeout=5)
         if self._socket is not None:
             self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def stop(self) -> None:
+        self._stop_thread()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -327,7 +382,7 @@ class SimServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._server = self._thread = self._socket = self._process = None
+        self._process = None
 
     def __enter__(self) -> SimServer:
         return self.start()
@@ -343,7 +398,8 @@ def _boolean(value: str) -> bool:
     return value.lower() == "true"
 
 
-_ARG_TYPES: dict[str, Any] = {"profile": str, "api_key": str, "tool_style": str}
+_ARG_TYPES: dict[str, Any] = {"profile": str, "api_key": str, "tool_style": str, "rpm_limit": float,
+                              "tpm_limit": float, "retry_after": float}
 
 
 def main(argv: list[str] | None = None) -> None:
