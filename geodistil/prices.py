@@ -63,8 +63,23 @@ PRICES: dict[str, Price] = {
 }
 
 
-def price_of(model: str) -> Price | None:
+def price_of(model: str, table: dict[str, Price] = PRICES) -> Price | None:
     """The table's price for ``model``: its entry, else the longest entry it starts with."""
     name = model.removeprefix("models/")
-    matches = [key for key in PRICES if name == key or name.startswith(key + "-")]
-    return PRICES[max(matches, key=len)] if matches else None
+    matches = [key for key in table if name == key or name.startswith(key + "-")]
+    return table[max(matches, key=len)] if matches else None
+
+
+def read_price_file(text: str) -> dict[str, Price]:
+    """A price table of one's own (YAML or JSON): ``{model: {input: .., output: .., cached_input: ..}}``,
+    dollars per million tokens, matched to a model as the built-in table is."""
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from geodistil.errors import ConfigError
+
+    try:
+        return TypeAdapter(dict[str, Price]).validate_python(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"price file: {first[0] if first else exc}") from None

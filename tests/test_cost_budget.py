@@ -6,6 +6,7 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
+from geodistil.errors import ConfigError
 from geodistil.generate import SampleRange, StorageSpec, generate
 from geodistil.prices import Price, price_of
 from geodistil.sim.demo_data import make_demo_dataset
@@ -95,3 +96,26 @@ def test_geodistil_run_stops_at_max_cost_and_the_same_command_with_a_larger_budg
     summary = json.loads((tmp_path / "summary.json").read_text())
     costs = [t.cost_usd for _, t in TraceStore(str(tmp_path)).iter_traces()]
     assert summary["total"] == 20 and summary["cost_usd"] == pytest.approx(sum(costs), rel=1e-12)
+
+
+def test_a_price_file_prices_its_models_and_a_flag_still_wins(tmp_path):
+    from geodistil.cli.generate import _priced_from_file
+
+    path = tmp_path / "prices.yaml"
+    path.write_text("my-vlm: {input: 0.2, output: 0.8}\nother: {input: 9, output: 9}\n")
+    teacher = _priced_from_file(TeacherConfig(model="my-vlm-2025-01"), path)
+    assert teacher.price() == Price(input=0.2, output=0.8)
+    flagged = _priced_from_file(TeacherConfig(model="my-vlm", price_input=0.3, price_output=1.0), path)
+    assert flagged.price() == Price(input=0.3, output=1.0)
+
+
+@pytest.mark.parametrize("text, problem", [("my-vlm: {input: cheap, output: 1}", "price file: "),
+                                           ("other: {input: 1, output: 1}", "has no price for the model 'my-vlm'")])
+def test_a_bad_price_file_is_one_line(tmp_path, text, problem):
+    from geodistil.cli.generate import _priced_from_file
+
+    path = tmp_path / "prices.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        _priced_from_file(TeacherConfig(model="my-vlm"), path)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)

@@ -118,6 +118,8 @@ def run(
     price_input: Optional[float] = typer.Option(None, min=0, help="dollars per million input tokens "
                                                                   "(default: geodistil.prices for the model)"),
     price_output: Optional[float] = typer.Option(None, min=0, help="dollars per million output tokens"),
+    prices: Optional[Path] = typer.Option(None, help="price table of your own (YAML/JSON: {model: {input, output, "
+                                                     "cached_input}}, $ per million tokens) over the built-in one"),
     max_cost: Optional[float] = typer.Option(None, min=0.0001, help="budget in dollars: no sample starts once it "
                                                                     "would be passed; a re-run with more goes on"),
     max_tokens_total: Optional[int] = typer.Option(None, min=1, help="budget in tokens, as --max-cost"),
@@ -178,6 +180,8 @@ def run(
             flags.update({"dataset": dataset_path, "teacher.base_url": sim_url})
         try:
             params = run_params(config, flags)
+            if prices is not None:
+                params["teacher"] = _priced_from_file(params["teacher"], prices)
         except ConfigError as exc:
             console.print(f"[red]{exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
@@ -197,6 +201,22 @@ def run(
             console.print("run the same command again to generate only the failed samples")
         raise typer.Exit(1)
     console.print(f"traces in {params['storage'].url}")
+
+
+def _priced_from_file(teacher: "TeacherConfig", path: Path) -> "TeacherConfig":
+    """The teacher with its model's prices from a price file, where no flag set them already."""
+    from geodistil.errors import ConfigError
+    from geodistil.prices import price_of, read_price_file
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"price file {path}: {exc.strerror}") from None
+    price = price_of(teacher.model, read_price_file(text))
+    if price is None:
+        raise ConfigError(f"price file {path} has no price for the model {teacher.model!r}")
+    given = {"price_input": price.input, "price_output": price.output, "price_cached_input": price.cached_input}
+    return teacher.model_copy(update={k: v for k, v in given.items() if getattr(teacher, k) is None})
 
 
 def _json_object(flag: str, text: str | None) -> dict | None:
