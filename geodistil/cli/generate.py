@@ -188,8 +188,9 @@ def run(
         params["teacher"] = _teacher_without_url_credentials(params["teacher"])
         try:
             raise_if_locked(params["storage"].store())  # at once, before any server starts; the flow takes the lock
+            total = _planned_traces(params)  # the dataset and the range, before the teacher is asked anything
             _check_teacher(params)
-            summary, failure = _run_with_progress(params)
+            summary, failure = _run_with_progress(params, total)
         except StoreLockedError as exc:
             console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -316,13 +317,12 @@ class _TeacherColumn(ProgressColumn):
         return Text("; ".join(a.status_line() for a in controllers()), style="dim")
 
 
-def _run_with_progress(params: dict) -> tuple[dict, str | None]:
+def _run_with_progress(params: dict, total: int) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.generation import run_generation
     from tasks.generation import add_listener, remove_listener
 
-    total = _planned_traces(params)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   _TeacherColumn(), TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
