@@ -22,7 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings,
+)
+
+from geodistil.errors import ConfigError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -101,11 +105,12 @@ def _wait_healthy(server: subprocess.Popen[bytes], url: str, timeout_s: float) -
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the temporary Prefect server exited with code {server.returncode}")
+            raise ConfigError(f"the temporary Prefect server exited with code {server.returncode}; check that "
+                              f"PREFECT_HOME ({PREFECT_HOME.value()}) is writable, or set PREFECT_API_URL")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the temporary Prefect server did not answer at {url} within {timeout_s:.0f} s")
+    raise ConfigError(f"the temporary Prefect server did not answer at {url} within {timeout_s:.0f} s")

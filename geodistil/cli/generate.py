@@ -194,6 +194,8 @@ def run(
         except StoreLockedError as exc:
             console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except ConfigError as exc:  # e.g. the temporary Prefect server could not start
+            fail(str(exc))
     _print_summary(summary)
     _print_failures(params["storage"])
     if failure:  # samples failed after retries, or the run stopped; the flow wrote every trace and the summary
