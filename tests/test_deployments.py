@@ -210,23 +210,23 @@ def test_a_failed_run_retried_like_the_ui_does_generates_only_the_unfinished_sam
     n = 24
     out = tmp_path / "traces"
     port = free_port()
-    # few, quick teacher retries: a stopped teacher fails a sample in seconds, not minutes
+    # a short outage allowance: a stopped teacher stops the run in seconds, not half an hour
     parameters = demo_parameters(demo_data, str(out), f"http://127.0.0.1:{port}/v1", n,
-                                 max_retries=1, backoff_base_s=0.1, backoff_max_s=0.2, timeout_s=10)
+                                 max_retries=1, backoff_base_s=0.1, backoff_max_s=0.2, timeout_s=10, max_outage_s=3)
     with sim_at(port, "--latency", "0.4", "--latency-spread", "0.3") as url:
         run = run_from_ui(client, "geodistil-generate/generate", parameters)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(list(out.glob("trace_*.json"))) < n // 3:
             time.sleep(0.1)
-    # the teacher is down from here on: what was not finished fails after its retries
+    # the teacher is down from here on: past the outage allowance the run stops starting samples and fails
     failed = wait_final(client, run.id)
     assert failed.state.type == StateType.FAILED, failed.state
-    assert "samples failed after retries" in failed.state.message
+    assert "teacher unreachable" in failed.state.message
     store = TraceStore(str(out))
     first = {name: trace for name, trace in store.iter_traces()}
     finished = {name for name, trace in first.items() if trace.ok}
     assert n // 3 <= len(finished) < n
-    assert store.read_json("summary.json")["failed"] == n - len(finished)  # written before failing
+    assert store.read_json("summary.json")["success"] == len(finished)  # written before failing
     kept = {name: (out / name).read_bytes() for name in finished}
 
     with sim_at(port) as url:
