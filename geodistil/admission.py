@@ -8,9 +8,11 @@ conversation, and so every Prefect task of the process, waits in the same queue.
   so a burst is spread rather than refused). The limits are the flags (``rpm``, ``tpm``),
   else the ones the server announces in OpenAI's ``x-ratelimit-*`` headers, else a rate
   learnt from 429s: cut to 70 % on a refusal, grown 0.5 % per clean reply.
+- A 429 counts as a limit only while at least a quarter of the last answers are 429s; a stray
+  one is waited out by its own request alone, so random refusals do not throttle the run.
 - Concurrency: requests in flight are capped by a limit halved on a 429 or a timeout and
   grown by one per window of clean replies (AIMD), never above the client's connections.
-- ``Retry-After`` pauses every request together, capped at ``backoff_max_s``.
+- ``Retry-After`` of a limit pauses every request together, capped at ``backoff_max_s``.
 - The breaker: a refused connection, a DNS failure or ``OPEN_AFTER`` 5xx / timeouts in a row
   open it; new requests then wait while one probe at a time (a real request) checks the
   teacher, with backoff; its answer closes it. Past ``max_outage_s`` the waiting requests
@@ -37,6 +39,9 @@ from geodistil.errors import TeacherUnreachable
 OPEN_AFTER = 5  # 5xx or timeouts in a row that open the breaker
 OUTAGE_KINDS = frozenset({"connection_refused", "dns", "connection"})
 _CUT_EVERY_S = 1.0  # one cut per this long: the 429s of one burst are one signal
+# a limit shows as a share of refusals: below it a 429 is a stray one (a flaky proxy, a busy
+# replica) that its own request waits out, and that cuts neither the pace nor anyone else
+_STORM_SHARE, _SHARE_WINDOW = 0.25, 50
 _LEARNT_CUT, _LEARNT_GROWTH = 0.7, 0.005
 _POLL_S = 0.05
 _RATE_WINDOW_S = 5.0
@@ -151,6 +156,7 @@ class Admission:
         self._last_cut = -math.inf
         self._token_scale = 1.0  # actual / estimated prompt tokens, learnt from usage
         self._answers: deque[float] = deque()  # when the last replies came, for the rate they show
+        self._refused: deque[bool] = deque(maxlen=_SHARE_WINDOW)  # the last answers: True for a 429
         self.sent = self.throttled = self.probes = 0
         self.waited_s = 0.0
 
@@ -199,6 +205,7 @@ class Admission:
         self._read_headers(headers)
         now = time.monotonic()
         self._answers.append(now)
+        self._refused.append(False)
         while self._answers and self._answers[0] < now - _RATE_WINDOW_S:
             self._answers.popleft()
         if actual_prompt and estimated:
@@ -210,21 +217,27 @@ class Admission:
         if self.limit < self.limits.max_concurrency:
             self.limit = min(float(self.limits.max_concurrency), self.limit + 1.0 / self.limit)
 
-    def throttled_by(self, probe: bool, headers: Any, retry_after_s: float | None) -> None:
-        """A 429: pause everyone for Retry-After (capped), cut concurrency and the learnt rate."""
+    def throttled_by(self, probe: bool, headers: Any, retry_after_s: float | None) -> float | None:
+        """A 429. Among many: pause everyone for Retry-After (capped), cut concurrency and the
+        learnt rate. A stray one: only its request waits; returns that wait (None: nothing of its own)."""
         self.throttled += 1
+        self._refused.append(True)
         self.breaker.answered(probe)  # a 429 is an answer: the teacher is up
         self._read_headers(headers)
+        wait = None if retry_after_s is None else min(retry_after_s, self.limits.backoff_max_s)
+        if sum(self._refused) < _STORM_SHARE * max(len(self._refused), _SHARE_WINDOW // 2):
+            return wait
         now = time.monotonic()
-        if retry_after_s is not None:
-            self.paused_until = max(self.paused_until, now + min(retry_after_s, self.limits.backoff_max_s))
+        if wait is not None:
+            self.paused_until = max(self.paused_until, now + wait)
         if now - self._last_cut < _CUT_EVERY_S:
-            return
+            return None
         self._last_cut = now
         self.limit = max(1.0, self.limit / 2)
         if self.limits.rpm is None and self.announced_rpm is None:
             self.learnt_rate = _LEARNT_CUT * (self.learnt_rate or self._recent_rate())
         log.info("teacher at %s throttles (429): %s", self.where, self.status_line())
+        return None
 
     def failed(self, kind: str, probe: bool) -> None:
         """A 5xx, a timeout or a connection failure; a timeout also cuts concurrency."""

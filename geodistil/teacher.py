@@ -370,8 +370,9 @@ class TeacherClient:
                     raise rejected(status, rejection) from exc
                 errors.append(f"HTTP {status}")
                 delay = _retry_after_s(exc)
+                own_wait = None  # what this request waits alone (a stray 429's Retry-After)
                 if status == 429:
-                    admission.throttled_by(probe, headers, delay)
+                    own_wait = admission.throttled_by(probe, headers, delay)
                 else:
                     admission.failed(f"http_{status}", probe)
                 if admission.breaker.open:
@@ -379,7 +380,9 @@ class TeacherClient:
                 if status not in RETRYABLE_STATUS or attempt == self.config.max_retries:
                     raise TeacherError(f"teacher answered HTTP {status} after {attempt + 1} attempts: {exc.message}",
                                        kind=f"http_{status}") from exc
-                if delay is None:  # with a Retry-After, the shared pause makes every request wait
+                if own_wait is not None:
+                    await asyncio.sleep(own_wait)
+                elif delay is None:  # with a Retry-After of a limit, the shared pause makes every request wait
                     await asyncio.sleep(self._backoff_s(attempt))
                 counts["attempt"] += 1
                 continue

@@ -69,6 +69,15 @@ def test_an_unannounced_limit_is_learnt_from_its_429s_to_under_one_and_a_half_re
     assert stats["requests"] / stats["ok"] < 1.5
 
 
+def test_stray_429s_are_waited_out_by_their_own_requests_and_throttle_nothing(dataset, tmp_path):
+    # one answer in ten refused at random: no limit to learn, no pace, no cut in concurrency
+    with SimServer(SimConfig(port=0, rate_429=0.1, tool_calls=0, seed=5)) as sim:
+        summary, (snapshot,) = run(dataset, tmp_path, settings(sim.base_url, concurrency=16), 80)
+        stats = sim.stats()
+    assert summary["success"] == 80 and stats["429"] >= 3
+    assert snapshot["rpm"] is None and snapshot["limit"] == 16
+
+
 def test_a_retry_after_of_a_day_waits_no_longer_than_backoff_max(dataset, tmp_path):
     with SimServer(SimConfig(port=0, rate_429=0.3, retry_after=86400, tool_calls=0, seed=2)) as sim:
         summary, _ = asyncio.run(asyncio.wait_for(asyncio.to_thread(
