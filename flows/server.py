@@ -80,7 +80,7 @@ def temporary_server() -> Iterator[str]:
             try:
                 yield url
             finally:
-                _drain()
+                drain_services()
     finally:
         server.terminate()
         try:
@@ -90,9 +90,10 @@ def temporary_server() -> Iterator[str]:
             server.wait()
 
 
-def _drain() -> None:
+def drain_services() -> None:
     """Send the logs and events this process still queues while the server is there to take them
-    (else Prefect prints "Error logging to API" after the run)."""
+    (else Prefect prints "Error logging to API" after the run). Call it where the settings point
+    at that server: outside, it would start an ephemeral one."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 

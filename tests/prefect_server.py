@@ -71,16 +71,3 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
             proc.wait()
-
-
-def drain_services() -> None:
-    """Send the logs and events this process still queues, before the test server goes away.
-
-    Call it where the settings point at that server: outside, it would start an ephemeral one.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    with contextlib.suppress(RuntimeError):  # never started
-        APILogWorker.instance().drain()
-    EventsWorker.drain_all()

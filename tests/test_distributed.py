@@ -13,7 +13,8 @@ from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.data import DatasetSpec
 from geodistil.generate import SampleRange, StorageSpec
 from tests.helpers import free_port, sim_process, sim_stats
-from tests.prefect_server import drain_services, prefect_server
+from flows.server import drain_services
+from tests.prefect_server import prefect_server
 
 pytestmark = pytest.mark.slow
 
