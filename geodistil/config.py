@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,19 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from geodistil.dialects import ALIASES, DialectName
 from geodistil.errors import ConfigError
 from geodistil.profiles import OPTIONAL, PROFILE_CHOICES
-from geodistil.redact import redact_url
+from geodistil.redact import looks_secret, redact_url
 
 if TYPE_CHECKING:
     from geodistil.prices import Price
 
 ENV_PREFIX = "env:"
-_SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie", re.IGNORECASE)
 
 
-def looks_secret(name: str) -> bool:
-    """A header or body field whose value must never be shown (Authorization, *key*, *token*, ...;
-    not ``max_tokens``, a count)."""
-    return bool(_SECRET_NAME.search(name))
+def is_literal_secret(name: str, value: Any) -> bool:
+    """A secret-looking field given as its value rather than as ``env:VARIABLE``."""
+    return looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX))
 
 
 def _resolve_env(where: str, value: Any) -> Any:
@@ -46,7 +43,7 @@ def _resolve_env(where: str, value: Any) -> Any:
 
 def _no_literal_secrets(where: str, mapping: dict[str, Any] | None) -> None:
     for name, value in (mapping or {}).items():
-        if looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+        if is_literal_secret(name, value):
             raise ValueError(f"{where} {name} looks secret: give its value as env:VARIABLE, never literally")
 
 

@@ -7,12 +7,18 @@ A base URL may carry a secret as ``user:password@`` or as a query parameter (``?
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-# query parameters that carry a secret, compared in lower case with "-" read as "_"
-SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "access_token", "token", "auth", "password",
-                           "secret", "client_secret", "signature", "sig", "x_amz_signature", "x_amz_credential",
-                           "x_amz_security_token"})
+# names whose values are secrets, for headers, body fields and query parameters alike
+# (Authorization, *key*, *token*, X-Amz-Signature, ...; not ``max_tokens``, a count)
+_SECRET_NAME = re.compile(r"authorization|key|token(?!s)|secret|password|cookie|credential|signature|^sig$|^auth$",
+                          re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    """A header, body field or query parameter whose value must never be shown."""
+    return bool(_SECRET_NAME.search(name))
 
 
 def url_has_credentials(url: str) -> bool:
@@ -26,7 +32,7 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[-1]
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if k.lower().replace("-", "_") not in SECRET_PARAMS]
+    kept = [(k, v) for k, v in pairs if not looks_secret(k)]
     query = parts.query if len(kept) == len(pairs) else urlencode(kept)
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
 
@@ -38,7 +44,7 @@ def split_credentials(url: str) -> tuple[str, dict[str, str], dict[str, str]]:
     the request path after the query and send the user info nowhere."""
     parts = urlsplit(url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    secret = {k: v for k, v in pairs if k.lower().replace("-", "_") in SECRET_PARAMS}
+    secret = {k: v for k, v in pairs if looks_secret(k)}
     headers: dict[str, str] = {}
     if parts.username is not None or parts.password is not None:
         import base64

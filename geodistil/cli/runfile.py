@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from geodistil.config import ENV_PREFIX, looks_secret
+from geodistil.config import ENV_PREFIX, is_literal_secret
 from geodistil.errors import ConfigError
 
 SECTIONS = ("teacher", "generation", "tools", "image", "samples")
@@ -64,7 +64,7 @@ def secrets_to_env(mapping: dict[str, Any], prefix: str) -> dict[str, Any]:
     (``env:GEODISTIL_<PREFIX>_<NAME>``), so that it reaches the client but no parameter, log or trace."""
     out = {}
     for name, value in mapping.items():
-        if looks_secret(name) and not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
+        if is_literal_secret(name, value):
             variable = f"GEODISTIL_{prefix}_" + re.sub(r"\W", "_", name).upper()
             os.environ[variable] = str(value)
             value = ENV_PREFIX + variable
