@@ -84,7 +84,7 @@ def test_run_with_num_samples_past_the_end_warns_in_one_line_and_runs_the_rest(d
     out = str(tmp_path / "out")
     with SimServer(SimConfig(port=0, seed=1)) as sim:
         result = CliRunner().invoke(app, ["run", "--dataset", demo3, "--num-samples", "5", "--output", out,
-                                          "--base-url", sim.base_url, "--model", "sim", "--timeout", "20"])
+                                          "--base-url", sim.base_url, "--model", "geodistil-sim", "--timeout", "20"])
     assert result.exit_code == 0, result.output
     assert ("warning: num_samples 5 from start 0 goes past the end of the dataset (3 samples): 3 will run"
             in result.stderr.splitlines())

@@ -16,7 +16,7 @@ from tests.helpers import free_port, sim_process, sim_stats
 def run_cli(dataset: str, output: str, base_url: str, *extra: str, env: dict | None = None,
             wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     args = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", output,
-            "--base-url", base_url, "--model", "sim", "--timeout", "20", *extra]
+            "--base-url", base_url, "--model", "geodistil-sim", "--timeout", "20", *extra]
     env = {**os.environ, **(env or {})}
     env.pop("PREFECT_API_URL", None)  # the embedded default: Prefect's local ephemeral API
     if not wait:
