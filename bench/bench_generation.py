@@ -178,7 +178,8 @@ def plain(dataset: str, out: str, url: str, concurrency: str, samples: str) -> N
     """The same rollouts through ``geodistil.generate`` (asyncio, no Prefect): what Prefect adds."""
     from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
     from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange, StorageSpec, generate
+    from geodistil.generate import generate
+    from geodistil.store import SampleRange, StorageSpec
 
     settings = RolloutSettings(teacher=TeacherConfig(base_url=url, timeout_s=600),
                                generation=GenerationConfig(max_turns=6, max_concurrency=int(concurrency)))

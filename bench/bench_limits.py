@@ -36,7 +36,8 @@ CLIENT = """
 import asyncio, json, sys, time
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import generate
+from geodistil.store import SampleRange, StorageSpec
 base_url, data, out, n, concurrency = sys.argv[1:6]
 settings = RolloutSettings(
     teacher=TeacherConfig(base_url=base_url, model="%s", timeout_s=30, backoff_base_s=0.5, backoff_max_s=10),

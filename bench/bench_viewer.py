@@ -49,7 +49,8 @@ TOOLSETS = [[], ["image_zoom_in_tool"], ["image_rotate_tool"], ["image_zoom_in_t
 def real_traces(root: Path, samples: int = 4) -> list[dict]:
     from geodistil.config import RolloutSettings, TeacherConfig
     from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange, StorageSpec, generate
+    from geodistil.generate import generate
+    from geodistil.store import SampleRange, StorageSpec
     from geodistil.sim.demo_data import make_demo_dataset
     from geodistil.sim.server import SimConfig, SimServer
 

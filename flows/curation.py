@@ -21,7 +21,7 @@ from geodistil.config import GenerationConfig, ImageConfig, TeacherConfig, Tools
 from geodistil.curate import FilterConfig, SplitConfig
 from geodistil.data import DatasetSpec
 from geodistil.export import ExportConfig
-from geodistil.generate import SampleRange, StorageSpec
+from geodistil.store import SampleRange, StorageSpec
 from tasks.curation import aggregate_traces, export_traces, filter_traces, split_traces
 
 

@@ -43,12 +43,10 @@ from prefect.utilities.annotations import quote
 from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.generate import (
-    SUMMARY, Budget, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
-)
+from geodistil.generate import Budget, FailFast, is_unfinished, plan_keys, stop_reason_of, write_outputs
 from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
-from geodistil.store import RunLock, TraceStore
+from geodistil.store import SUMMARY, RunLock, SampleRange, StorageSpec, TraceStore
 from geodistil.trace import TraceRecord
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
 from tasks.results import result_storage_for

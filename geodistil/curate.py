@@ -1,10 +1,15 @@
 """Curating a trace store: quality filters with kept rejects, and the difficulty split.
 
 A filter rule is a small class that says ``keep(trace) -> bool | (bool, reason)`` (the
-datatrove shape). ``run_filter`` walks a store in order, sends each trace through the rules
-in turn, copies the kept ones byte for byte under the same names (so they stay ordered and
-replayable), and writes ``filter.json`` (how many each rule removed) and ``rejected.jsonl``
-(every removed trace with the rule and the reason), so a filter's effect can be audited.
+datatrove shape) and declares the ``FilterConfig`` fields it reads (``SETTINGS``) and how a
+config turns it on (``from_config``). ``FILTER_RULES`` is the one table of rules, in the order
+they run: ``FilterConfig``, the ``geodistil filter`` options and ``filter.json`` are all read
+from it, so a new rule is one class here plus its row (see docs/extending.md, "Filter rule").
+
+``run_filter`` walks a store in order, sends each trace through the rules in turn, copies the
+kept ones byte for byte under the same names (so they stay ordered and replayable), and
+writes ``filter.json`` (how many each rule removed) and ``rejected.jsonl`` (every removed
+trace with the rule and the reason), so a filter's effect can be audited.
 
 ``run_split`` rates each sample by the pass rate over its rollouts (pass = reward at or above
 a threshold), or with a single rollout by reward bands, and copies its traces into ``easy/``,
@@ -19,24 +24,21 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from geodistil.dialects import ALIASES
 from geodistil.errors import ConfigError
 from geodistil.scan import ScannedTrace, scan
 from geodistil.scoring import AnswerFormat
-from geodistil.store import TraceStore, parse_trace_name
+from geodistil.store import (
+    DIFFICULTIES, DIFFICULTY_FILE, FILTER_MANIFEST, REJECTED, SPLIT_MANIFEST, UNRATED, ManifestRow, TraceStore,
+    parse_trace_name,
+)
 from geodistil.trace import Trace
 
-FILTER_MANIFEST = "filter.json"
-REJECTED = "rejected.jsonl"
-SPLIT_MANIFEST = "split.json"
-DIFFICULTY_FILE = "difficulty.jsonl"
-TRACE_MANIFEST = "manifest.json"  # same shape as the generation run's manifest
-DIFFICULTIES = ("easy", "medium", "hard")
-UNREADABLE = "readable"  # the pseudo-rule that unreadable or missing files fail
+READABLE = "readable"  # the pseudo-rule every file must pass before the rules: be a readable trace
 ANSWER_FORMATS: tuple[AnswerFormat, ...] = get_args(AnswerFormat)
 
 
@@ -51,26 +53,96 @@ class Rule(Protocol):
     def keep(self, trace: Trace) -> Verdict: ...
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One ``FilterConfig`` field a rule reads: its type, default and limits, and how the CLI sets it.
+
+    The CLI option is ``--<cli>`` (default: the field's name with dashes); a bool is a
+    ``--x/--no-x`` pair, set to the opposite of the field when ``inverted`` (``--keep-errors``
+    turns ``no_error`` off); a tuple is given by repeating the option, each value one of
+    ``choices`` when set, and none given keeps the default; ``off`` names a flag that sets the
+    field to None (``--any-reward``).
+    """
+
+    type: Any
+    default: Any
+    help: str
+    ge: float | None = None
+    le: float | None = None
+    cli: str | None = None
+    inverted: bool = False
+    choices: tuple[str, ...] | None = None
+    off: str | None = None
+
+
+class FilterRule(Rule, Protocol):
+    """A row of the rule table: a rule class with its settings."""
+
+    SETTINGS: ClassVar[dict[str, Setting]]  # FilterConfig field -> its setting, in CLI order
+    REMEMBERS_KEPT: ClassVar[bool]  # it must see only the traces every other rule keeps
+
+    @classmethod
+    def from_config(cls, config: Any) -> Rule | None:
+        """The rule for ``config``, or None when the config turns it off."""
+        ...
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        """Raise ``ValueError`` for settings that contradict each other."""
+        ...
+
+
+class TableRule:
+    """Defaults for a rule of the table: it remembers nothing and checks nothing."""
+
+    SETTINGS: ClassVar[dict[str, Setting]] = {}
+    REMEMBERS_KEPT: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        return None
+
+
 @dataclass
-class NoError:
+class NoError(TableRule):
     name: str = "no_error"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "no_error": Setting(bool, True, "drop traces whose rollout failed", cli="keep-errors", inverted=True)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> NoError | None:
+        return cls() if config.no_error else None
 
     def keep(self, trace: Trace) -> Verdict:
         return trace.ok or (False, f"{trace.error_kind or 'error'}: {trace.error}")
 
 
 @dataclass
-class ParseSuccess:
+class ParseSuccess(TableRule):
     name: str = "parse_success"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "parse_success": Setting(bool, True, "drop traces without a parseable \\boxed{lat, lon}", cli="keep-unparsed",
+                                 inverted=True)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> ParseSuccess | None:
+        return cls() if config.parse_success else None
 
     def keep(self, trace: Trace) -> Verdict:
         return trace.parse_success or (False, "no \\boxed{lat, lon} answer could be parsed")
 
 
 @dataclass
-class MinReward:
+class MinReward(TableRule):
     min_reward: float
     name: str = "min_reward"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "min_reward": Setting(float | None, 0.5, "minimum reward exp(-km/1492.7); 0.5 is about 1035 km", ge=0.0,
+                              le=1.0, off="any-reward")}
+
+    @classmethod
+    def from_config(cls, config: Any) -> MinReward | None:
+        return cls(config.min_reward) if config.min_reward is not None else None
 
     def keep(self, trace: Trace) -> Verdict:
         return trace.reward_score >= self.min_reward or \
@@ -78,20 +150,35 @@ class MinReward:
 
 
 @dataclass
-class MaxTurns:
+class MaxTurns(TableRule):
     max_turns: int
     name: str = "max_turns"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "max_turns": Setting(int | None, None, "maximum assistant turns", ge=1, le=100)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> MaxTurns | None:
+        return cls(config.max_turns) if config.max_turns is not None else None
 
     def keep(self, trace: Trace) -> Verdict:
         return trace.num_turns <= self.max_turns or (False, f"{trace.num_turns} turns > {self.max_turns}")
 
 
 @dataclass
-class RequiredTools:
+class RequiredTools(TableRule):
     """Keeps traces with at least one successful call of every required tool (or of any tool)."""
 
     tools: tuple[str, ...]  # empty: any tool will do
     name: str = "required_tools"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "require_tool_use": Setting(bool, False, "keep only traces with a successful tool call"),
+        "required_tools": Setting(tuple[str, ...], (), "a tool every kept trace must call successfully",
+                                  cli="required-tool")}
+
+    @classmethod
+    def from_config(cls, config: Any) -> RequiredTools | None:
+        wanted = config.require_tool_use or config.required_tools
+        return cls(tuple(config.required_tools)) if wanted else None
 
     def keep(self, trace: Trace) -> Verdict:
         used = {c.tool_name for c in trace.tool_calls_log if c.success}
@@ -102,9 +189,21 @@ class RequiredTools:
 
 
 @dataclass
-class ForbiddenTools:
+class ForbiddenTools(TableRule):
     tools: tuple[str, ...]
     name: str = "forbidden_tools"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "forbidden_tools": Setting(tuple[str, ...], (), "a tool no kept trace may call", cli="forbidden-tool")}
+
+    @classmethod
+    def from_config(cls, config: Any) -> ForbiddenTools | None:
+        return cls(tuple(config.forbidden_tools)) if config.forbidden_tools else None
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        both = set(getattr(config, "required_tools", ())) & set(config.forbidden_tools)
+        if both:
+            raise ValueError(f"tools both required and forbidden: {sorted(both)}")
 
     def keep(self, trace: Trace) -> Verdict:
         used = sorted({c.tool_name for c in trace.tool_calls_log} & set(self.tools))
@@ -112,8 +211,15 @@ class ForbiddenTools:
 
 
 @dataclass
-class NoFailedToolCall:
+class NoFailedToolCall(TableRule):
     name: str = "no_failed_tool_call"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "no_failed_tool_call": Setting(bool, True, "drop traces with a failed tool call", cli="keep-failed-tool-calls",
+                                       inverted=True)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> NoFailedToolCall | None:
+        return cls() if config.no_failed_tool_call else None
 
     def keep(self, trace: Trace) -> Verdict:
         failed = [c for c in trace.tool_calls_log if not c.success]
@@ -122,11 +228,20 @@ class NoFailedToolCall:
 
 
 @dataclass
-class AnswerFormats:
+class AnswerFormats(TableRule):
     """Keeps answers written in one of ``formats`` (a trace without an answer is ParseSuccess's)."""
 
     formats: tuple[str, ...]
     name: str = "answer_format"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "answer_formats": Setting(tuple[AnswerFormat, ...], ANSWER_FORMATS,
+                                  "an answer format to keep: boxed, glm_box, plain_last_line (default all; the "
+                                  "prompt's format ignored)", cli="answer-format", choices=ANSWER_FORMATS)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> AnswerFormats | None:
+        every = set(config.answer_formats) == set(ANSWER_FORMATS)
+        return None if every else cls(tuple(config.answer_formats))
 
     def keep(self, trace: Trace) -> Verdict:
         fmt = trace.answer_format
@@ -134,10 +249,17 @@ class AnswerFormats:
 
 
 @dataclass
-class PromptedDialect:
+class PromptedDialect(TableRule):
     """Drops traces with a tool call in another dialect than the one the teacher was prompted in."""
 
     name: str = "prompted_dialect"
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "prompted_dialect_only": Setting(bool, False, "drop traces with a tool call in another dialect than the "
+                                                      "prompted one")}
+
+    @classmethod
+    def from_config(cls, config: Any) -> PromptedDialect | None:
+        return cls() if config.prompted_dialect_only else None
 
     def keep(self, trace: Trace) -> Verdict:
         prompted = trace.teacher.tool_style if trace.teacher else None
@@ -151,17 +273,27 @@ def _normalise(text: str | None) -> str:
 
 
 @dataclass
-class DistinctAnswers:
+class DistinctAnswers(TableRule):
     """Drops a rollout whose final answer nearly repeats one already kept for the same sample.
 
     Traces arrive in (sample, rollout) order, so only the current sample's answers are held.
-    Put it last: it remembers the answers it lets through, which must be the ones kept.
+    It remembers the answers it lets through, which must be the ones kept: ``REMEMBERS_KEPT``
+    makes the table run it after every other rule.
     """
 
     min_similarity: float
     name: str = "near_duplicate_answer"
     _sample: int | None = field(default=None, repr=False)
     _kept: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    REMEMBERS_KEPT: ClassVar[bool] = True
+    SETTINGS: ClassVar[dict[str, Setting]] = {
+        "dedup_answers": Setting(bool, True, "drop rollouts whose final answer nearly repeats a kept one",
+                                 cli="dedup"),
+        "dedup_similarity": Setting(float, 0.95, "difflib ratio counted as a repeat", ge=0.5, le=1.0)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> DistinctAnswers | None:
+        return cls(config.dedup_similarity) if config.dedup_answers else None
 
     def keep(self, trace: Trace) -> Verdict:
         if trace.sample_index != self._sample:
@@ -177,59 +309,59 @@ class DistinctAnswers:
         return True
 
 
-class FilterConfig(BaseModel):
-    """Which traces a curated set keeps. Rules run in this order; the first to refuse a trace names it."""
+# -- the rule table ---------------------------------------------------------------------------
+
+RuleTable = tuple[type[FilterRule], ...]
+
+
+def rule_table(*rules: type[FilterRule]) -> RuleTable:
+    """The rules in the order they run: as listed, except that a rule which remembers what it
+    keeps runs after all the others (so adding a rule anywhere cannot put it before one)."""
+    ordered = tuple(r for r in rules if not r.REMEMBERS_KEPT) + tuple(r for r in rules if r.REMEMBERS_KEPT)
+    fields = [name for r in ordered for name in r.SETTINGS]
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"two filter rules declare the same setting: {sorted(f for f in fields if fields.count(f) > 1)}")
+    return ordered
+
+
+FILTER_RULES: RuleTable = rule_table(
+    NoError, ParseSuccess, MinReward, MaxTurns, RequiredTools, ForbiddenTools, NoFailedToolCall, AnswerFormats,
+    PromptedDialect, DistinctAnswers,
+)
+
+
+class FilterConfigBase(BaseModel):
+    """Which traces a curated set keeps: one field per setting of the rule table, in its order.
+    Rules run in that order; the first to refuse a trace names it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    no_error: bool = Field(True, description="drop traces whose rollout failed")
-    parse_success: bool = Field(True, description="drop traces without a parseable \\boxed{lat, lon}")
-    min_reward: float | None = Field(0.5, ge=0.0, le=1.0,
-                                     description="minimum reward exp(-km/1492.7); 0.5 is about 1035 km")
-    max_turns: int | None = Field(None, ge=1, le=100, description="maximum assistant turns")
-    require_tool_use: bool = Field(False, description="keep only traces with a successful tool call")
-    required_tools: tuple[str, ...] = Field((), description="tools every kept trace must call successfully")
-    forbidden_tools: tuple[str, ...] = Field((), description="tools no kept trace may call")
-    no_failed_tool_call: bool = Field(True, description="drop traces with a failed tool call")
-    answer_formats: tuple[AnswerFormat, ...] = Field(
-        ANSWER_FORMATS, description="answer formats to keep: boxed, glm_box, plain_last_line (the prompt's "
-                                    "format ignored)")
-    prompted_dialect_only: bool = Field(False, description="drop traces with a tool call in another dialect "
-                                                           "than the prompted one")
-    dedup_answers: bool = Field(True, description="drop rollouts whose final answer nearly repeats a kept one")
-    dedup_similarity: float = Field(0.95, ge=0.5, le=1.0, description="difflib ratio counted as a repeat")
+    rules: ClassVar[RuleTable] = ()
 
     @model_validator(mode="after")
-    def _tools_not_both_required_and_forbidden(self) -> FilterConfig:
-        both = set(self.required_tools) & set(self.forbidden_tools)
-        if both:
-            raise ValueError(f"tools both required and forbidden: {sorted(both)}")
+    def _settings_agree(self) -> FilterConfigBase:
+        for rule in self.rules:
+            rule.check(self)
         return self
 
 
-def build_rules(config: FilterConfig) -> list[Rule]:
-    rules: list[Rule] = []
-    if config.no_error:
-        rules.append(NoError())
-    if config.parse_success:
-        rules.append(ParseSuccess())
-    if config.min_reward is not None:
-        rules.append(MinReward(config.min_reward))
-    if config.max_turns is not None:
-        rules.append(MaxTurns(config.max_turns))
-    if config.require_tool_use or config.required_tools:
-        rules.append(RequiredTools(tuple(config.required_tools)))
-    if config.forbidden_tools:
-        rules.append(ForbiddenTools(tuple(config.forbidden_tools)))
-    if config.no_failed_tool_call:
-        rules.append(NoFailedToolCall())
-    if set(config.answer_formats) != set(ANSWER_FORMATS):
-        rules.append(AnswerFormats(tuple(config.answer_formats)))
-    if config.prompted_dialect_only:
-        rules.append(PromptedDialect())
-    if config.dedup_answers:
-        rules.append(DistinctAnswers(config.dedup_similarity))
-    return rules
+def filter_config(rules: RuleTable, name: str = "FilterConfig") -> type[FilterConfigBase]:
+    """The config model of a rule table: each rule's settings as fields with their limits."""
+    fields: dict[str, Any] = {
+        key: (s.type, Field(s.default, description=s.help, ge=s.ge, le=s.le))
+        for rule in rules for key, s in rule.SETTINGS.items()
+    }
+    model = create_model(name, __base__=FilterConfigBase, __module__=__name__, __doc__=FilterConfigBase.__doc__,
+                         **fields)
+    model.rules = rules
+    return model
+
+
+FilterConfig = filter_config(FILTER_RULES)
+
+
+def build_rules(config: FilterConfigBase) -> list[Rule]:
+    """The rules ``config`` turns on, in the order of its table."""
+    return [rule for cls in type(config).rules if (rule := cls.from_config(config)) is not None]
 
 
 def first_refusal(rules: Iterable[Rule], trace: Trace) -> tuple[str, str] | None:
@@ -249,20 +381,18 @@ def _check_distinct(src: TraceStore, dest: TraceStore) -> None:
         raise ConfigError(f"the destination {dest.url} is the source store: curated sets go elsewhere")
 
 
-def _manifest_row(item: ScannedTrace) -> dict[str, Any]:
-    trace = item.trace
-    assert trace is not None
-    return {"name": item.name, "sample_index": trace.sample_index, "rollout_index": trace.rollout_index,
-            "ok": trace.ok, "error_kind": trace.error_kind}
+def _manifest_row(item: ScannedTrace) -> ManifestRow:
+    assert item.trace is not None
+    return ManifestRow.of(item.name, item.trace)
 
 
-def _finish_store(dest: TraceStore, rows: Sequence[dict[str, Any]]) -> int:
+def _finish_store(dest: TraceStore, rows: Sequence[ManifestRow]) -> int:
     """Write the store's manifest and remove trace files left by an earlier run; returns how many."""
-    names = {row["name"] for row in rows}
+    names = {row.name for row in rows}
     stale = [n for n in dest.trace_names() if n not in names]
     for name in stale:
         dest.fs.rm(dest.path(name))
-    dest.write_json(TRACE_MANIFEST, {"traces": list(rows)})
+    dest.write_manifest(rows)
     return len(stale)
 
 
@@ -272,21 +402,21 @@ def _reject_row(item: ScannedTrace, rule: str, reason: str) -> str:
                        "rule": rule, "reason": reason})
 
 
-def run_filter(src: TraceStore, dest: TraceStore, config: FilterConfig = FilterConfig(),
+def run_filter(src: TraceStore, dest: TraceStore, config: FilterConfigBase = FilterConfig(),
                workers: int = 8) -> dict[str, Any]:
     """Copy the traces every rule keeps from ``src`` to ``dest``; returns the filter manifest.
 
     ``total == kept + sum(removed.values())`` always: an unreadable or missing file counts
-    against the ``readable`` pseudo-rule, so nothing leaves silently.
+    against the ``readable`` pseudo-rule (``READABLE``), so nothing leaves silently.
     """
     _check_distinct(src, dest)
     rules = build_rules(config)
-    removed = {UNREADABLE: 0, **{rule.name: 0 for rule in rules}}
+    removed = {READABLE: 0, **{rule.name: 0 for rule in rules}}
     rejected: list[str] = []
-    kept: list[dict[str, Any]] = []  # manifest rows, not the traces: a store may not fit in memory
+    kept: list[ManifestRow] = []  # manifest rows, not the traces: a store may not fit in memory
     for item in scan(src, workers=workers):
         if item.trace is None or item.raw is None:
-            refusal = (UNREADABLE, str(item.error))
+            refusal = (READABLE, str(item.error))
         else:
             refusal = first_refusal(rules, item.trace)
         if refusal is None:
@@ -342,7 +472,7 @@ class SampleRating:
 def rate_sample(sample_index: int, rewards: Sequence[float], config: SplitConfig = SplitConfig()) -> SampleRating:
     """The difficulty of one sample from the rewards of its error-free rollouts."""
     if not rewards:
-        return SampleRating(sample_index, "unrated", "none", 0, None, None)
+        return SampleRating(sample_index, UNRATED, "none", 0, None, None)
     mean = sum(rewards) / len(rewards)
     rate = sum(r >= config.pass_reward for r in rewards) / len(rewards)
     method = config.method if config.method != "auto" else ("pass_rate" if len(rewards) > 1 else "reward_bands")
@@ -382,8 +512,8 @@ def run_split(src: TraceStore, dest: TraceStore, config: SplitConfig = SplitConf
     _check_distinct(src, dest)
     ratings, rating_problems = rate_store(difficulty_source or src, config, workers)
     subs = {b: dest.sub(b) for b in DIFFICULTIES}
-    kept: dict[str, list[dict[str, Any]]] = {b: [] for b in DIFFICULTIES}
-    counts = {b: {"samples": 0, "traces": 0} for b in (*DIFFICULTIES, "unrated")}
+    kept: dict[str, list[ManifestRow]] = {b: [] for b in DIFFICULTIES}
+    counts = {b: {"samples": 0, "traces": 0} for b in (*DIFFICULTIES, UNRATED)}
     seen: dict[str, set[int]] = {b: set() for b in counts}
     problems: list[str] = []
     for item in scan(src, workers=workers):
@@ -391,10 +521,10 @@ def run_split(src: TraceStore, dest: TraceStore, config: SplitConfig = SplitConf
             problems.append(str(item.error))
             continue
         rating = ratings.get(item.trace.sample_index)
-        bucket = rating.difficulty if rating is not None else "unrated"
+        bucket = rating.difficulty if rating is not None else UNRATED
         counts[bucket]["traces"] += 1
         seen[bucket].add(item.trace.sample_index)
-        if bucket != "unrated":
+        if bucket != UNRATED:
             subs[bucket].write_bytes(item.name, item.raw)
             kept[bucket].append(_manifest_row(item))
     for bucket, samples in seen.items():
@@ -411,11 +541,6 @@ def run_split(src: TraceStore, dest: TraceStore, config: SplitConfig = SplitConf
     }
     dest.write_json(SPLIT_MANIFEST, manifest)
     return manifest
-
-
-def split_buckets(store: TraceStore) -> list[str] | None:
-    """The bucket sub-folders of a store written by ``run_split``, or None for any other store."""
-    return list(DIFFICULTIES) if store.exists(SPLIT_MANIFEST) else None
 
 
 def read_difficulty(store: TraceStore) -> dict[int, str]:

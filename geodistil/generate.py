@@ -2,7 +2,7 @@
 
 This is the plain-library driver (no Prefect): ``generate`` runs a set of (sample, rollout)
 keys with at most ``max_concurrency`` conversations in flight, writes each trace as soon as
-it is done, and finishes with an ordered ``manifest.json`` and ``summary.json``. The Prefect
+it is done, and finishes with an ordered manifest and a summary (``geodistil.store``'s layout). The Prefect
 flows in ``flows/`` wrap ``run_one`` per sample instead, for retries, caching and the UI.
 """
 
@@ -10,63 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import ConfigError, TeacherRejected, TeacherUnreachable, TraceError, error_class
+from geodistil.errors import TeacherRejected, TeacherUnreachable, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
-from geodistil.store import TraceStore, trace_name
+from geodistil.store import ManifestRow, RunFacts, SampleRange, StorageSpec, TraceStore, trace_name
 from geodistil.trace import TraceRecord
 
-MANIFEST = "manifest.json"
-SUMMARY = "summary.json"
 FAIL_FAST_AFTER = 3
 
 log = logging.getLogger(__name__)
-
-
-class StorageSpec(BaseModel):
-    """Where traces go: a folder or ``s3://bucket/prefix``, with fsspec options (no secrets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field("out/traces", description="local folder or s3://bucket/prefix")
-    storage_options: dict[str, Any] | None = Field(
-        None, description="fsspec options, e.g. {'endpoint_url': ...}; credentials come from the environment")
-
-    def store(self) -> TraceStore:
-        return TraceStore(self.url, self.storage_options)
-
-
-class SampleRange(BaseModel):
-    """Which samples a run takes: ``num_samples`` from ``start`` (default: all to the end)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    start: int = Field(0, ge=0)
-    num_samples: int | None = Field(None, ge=1, description="default: every sample from start")
-
-    def indices(self, dataset_len: int) -> range:
-        """The indices to run; ``ConfigError`` when the range holds none, since a run of zero
-        samples is never what was asked for (``num_samples`` is at least 1)."""
-        if self.start >= dataset_len:
-            raise ConfigError(f"start {self.start} is past the end of the dataset ({dataset_len} samples, "
-                              f"indices 0 to {dataset_len - 1}): give a start below {dataset_len}")
-        stop = dataset_len if self.num_samples is None else min(dataset_len, self.start + self.num_samples)
-        return range(self.start, stop)
-
-    def shortfall(self, dataset_len: int) -> str | None:
-        """A one-line warning when the dataset ends before ``num_samples`` samples from ``start``."""
-        if self.num_samples is None or self.start + self.num_samples <= dataset_len:
-            return None
-        runs = len(self.indices(dataset_len))
-        return (f"num_samples {self.num_samples} from start {self.start} goes past the end of the dataset "
-                f"({dataset_len} samples): {runs} will run")
 
 
 def is_retryable(record: TraceRecord) -> bool:
@@ -193,21 +150,18 @@ async def run_one(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     return TraceRecord.of(trace, name)
 
 
-def write_outputs(store: TraceStore, records: Iterable[TraceRecord], extra: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """Write the ordered manifest and the summary; return the summary."""
+def write_outputs(store: TraceStore, records: Iterable[TraceRecord],
+                  facts: RunFacts | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the ordered manifest and the summary, both with the run's facts; return the summary's JSON."""
+    facts = RunFacts.model_validate(facts) if isinstance(facts, Mapping) else facts
     ordered = sorted(records, key=lambda r: (r.sample_index, r.rollout_index))
     builder = SummaryBuilder()
     for record in ordered:
         builder.add(record)
-    summary = {**builder.result(), **(extra or {})}
-    store.write_json(MANIFEST, {
-        "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
-                    "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
-        **(extra or {}),
-    })
-    store.write_json(SUMMARY, summary)
-    return summary
+    summary = builder.summary(facts)
+    store.write_manifest((ManifestRow.of(r.name, r) for r in ordered), facts)
+    store.write_summary(summary)
+    return summary.to_json()
 
 
 async def generate(
@@ -261,8 +215,7 @@ async def generate(
         await asyncio.gather(*(worker() for _ in range(settings.generation.max_concurrency)))
     finally:
         await ctx.close()
-    extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
-             "generated": requested, "reused": len(records) - requested}
-    if why := fail_fast.rejected or (stopped[0] if stopped else None):
-        extra["stopped"] = why
-    return await asyncio.to_thread(write_outputs, store, records, extra)
+    why = fail_fast.rejected or (stopped[0] if stopped else None)
+    facts = RunFacts(dataset_path=ds.path, dataset_fingerprint=ds.fingerprint, settings_fingerprint=fingerprint,
+                     generated=requested, reused=len(records) - requested, **({"stopped": why} if why else {}))
+    return await asyncio.to_thread(write_outputs, store, records, facts)

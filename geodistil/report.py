@@ -2,8 +2,8 @@
 
 Everything the page needs is inside it: the plots are SVG drawn by matplotlib and embedded
 as ``data:`` URLs, the styles are inline, there is no script and no external font. It is
-drawn from the summary dict alone (``summary.json`` carries the distance CDF and the reward
-histogram), so a report can be redrawn without reading the traces again.
+drawn from the summary alone (a ``store.Summary``: ``summary.json`` carries the distance CDF and
+the reward histogram), so a report can be redrawn without reading the traces again.
 
 The figures use matplotlib's object API (``Figure``, never ``pyplot``), so drawing holds no
 global state and works in worker threads and without a display.
@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from geodistil.scoring import THRESHOLD_NAMES
+from geodistil.store import Percentiles, Summary
 
 PLOTS = ("distance-cdf", "reward-histogram", "accuracy", "tool-use", "turns", "outcomes")
 INK, MUTED, GRID = "#1f2933", "#616e7c", "#e4e7eb"
@@ -33,7 +34,6 @@ _RC = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": GRID,
     "grid.linewidth": 0.8, "axes.axisbelow": True, "axes.titlesize": 10.5, "axes.titleweight": "bold",
 }
-Json = Mapping[str, Any]
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -57,15 +57,14 @@ def _no_data(ax: Any, what: str) -> None:
     ax.set_yticks([])
 
 
-def plot_distance_cdf(summary: Json) -> Figure:
+def plot_distance_cdf(summary: Summary) -> Figure:
     fig, ax = _figure()
     curves = [("all traces", summary, INK)]
-    curves += [(b, s, BUCKET_COLOURS.get(b, ACCENT)) for b, s in (summary.get("by_difficulty") or {}).items()]
+    curves += [(b, s, BUCKET_COLOURS.get(b, ACCENT)) for b, s in (summary.by_difficulty or {}).items()]
     for label, part, colour in curves:
-        cdf = part.get("distance_cdf") or {}
-        if part.get("success"):
-            ax.step(cdf["km"], cdf["share"], where="post", color=colour, lw=2 if part is summary else 1.4,
-                    label=f"{label} ({part['success']})")
+        if part.success and part.distance_cdf is not None:
+            ax.step(part.distance_cdf.km, part.distance_cdf.share, where="post", color=colour,
+                    lw=2 if part is summary else 1.4, label=f"{label} ({part.success})")
     ax.set_xscale("log")
     ax.set_xlim(1, 20000)
     ax.set_ylim(0, 1.02)
@@ -84,14 +83,14 @@ def plot_distance_cdf(summary: Json) -> Figure:
     return fig
 
 
-def plot_reward_histogram(summary: Json) -> Figure:
+def plot_reward_histogram(summary: Summary) -> Figure:
     fig, ax = _figure(top=0.78)
-    hist = summary.get("reward_histogram") or {}
-    edges, counts = hist.get("edges") or [], hist.get("counts") or []
+    hist = summary.reward_histogram
+    edges, counts = (hist.edges, hist.counts) if hist is not None else ([], [])
     if sum(counts):
         ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges, edges[1:])], align="edge",
                color=ACCENT, edgecolor="white", lw=0.8)
-        mean = summary.get("mean_reward")
+        mean = summary.mean_reward
         if mean is not None:
             ax.axvline(mean, color=INK, lw=1.4)
             ax.text(mean, ax.get_ylim()[1] * 0.97, f" mean {mean:.2f}", color=INK, fontsize=8, va="top",
@@ -108,14 +107,14 @@ def plot_reward_histogram(summary: Json) -> Figure:
     return fig
 
 
-def plot_accuracy(summary: Json) -> Figure:
+def plot_accuracy(summary: Summary) -> Figure:
     fig, ax = _figure(bottom=0.19)
-    acc = summary.get("accuracy") or {}
+    acc = summary.accuracy
     labels = [f"{name}\n≤{km:g} km" for km, name in THRESHOLD_NAMES.items()]
     values = [acc.get(f"{km:g}km", 0.0) for km in THRESHOLD_NAMES]
     bars = ax.bar(labels, values, color=ACCENT, width=0.62)
     ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], padding=2, fontsize=8, color=INK)
-    country = summary.get("country_accuracy")
+    country = summary.country_accuracy
     if country is not None:
         ax.axhline(country, color=BUCKET_COLOURS["easy"], lw=1.4, ls="--")
         ax.text(-0.45, country, f"same country {country:.0%}", color=BUCKET_COLOURS["easy"], fontsize=8,
@@ -137,18 +136,18 @@ def _tool_label(name: str) -> str:
     return "(unreadable call)" if name in ("?", "") else name
 
 
-def plot_tool_use(summary: Json) -> Figure:
-    tools = summary.get("tool_use") or {}
+def plot_tool_use(summary: Summary) -> Figure:
+    tools = summary.tool_use
     names = list(tools)[::-1]
     fig, ax = _figure(left=_left_for([_tool_label(n) for n in names]) if names else 0.11)
     if tools:
-        shares = [tools[n]["share_of_traces"] for n in names]
+        shares = [tools[n].share_of_traces for n in names]
         bars = ax.barh([_tool_label(n) for n in names], shares, color=ACCENT, height=0.55)
         notes = []
         for n in names:
-            note = f"{tools[n]['share_of_traces']:.0%} · {tools[n]['calls_per_trace']:.2f} calls/trace"
-            if tools[n].get("error_rate"):
-                note += f" · {tools[n]['error_rate']:.0%} failed"
+            note = f"{tools[n].share_of_traces:.0%} · {tools[n].calls_per_trace:.2f} calls/trace"
+            if tools[n].error_rate:
+                note += f" · {tools[n].error_rate:.0%} failed"
             notes.append(note)
         ax.bar_label(bars, labels=notes, padding=3, fontsize=8, color=INK)
         ax.set_xlim(0, 1.45)
@@ -162,9 +161,9 @@ def plot_tool_use(summary: Json) -> Figure:
     return fig
 
 
-def plot_turns(summary: Json) -> Figure:
+def plot_turns(summary: Summary) -> Figure:
     fig, ax = _figure()
-    turns = {int(k): v for k, v in (summary.get("turns") or {}).items()}
+    turns = {int(k): v for k, v in summary.turns.items()}
     if turns:
         xs = list(range(min(turns), max(turns) + 1))
         bars = ax.bar(xs, [turns.get(x, 0) for x in xs], color=ACCENT, width=0.7)
@@ -179,12 +178,11 @@ def plot_turns(summary: Json) -> Figure:
     return fig
 
 
-def plot_outcomes(summary: Json) -> Figure:
-    rows = [(f"stopped: {k}", v, ACCENT) for k, v in sorted((summary.get("stop_reasons") or {}).items(),
-                                                             key=lambda kv: -kv[1])]
-    rows += [(f"error: {k}", v, BUCKET_COLOURS["hard"]) for k, v in (summary.get("error_kinds") or {}).items()]
-    if summary.get("unreadable"):
-        rows.append(("unreadable file", summary["unreadable"], BUCKET_COLOURS["unrated"]))
+def plot_outcomes(summary: Summary) -> Figure:
+    rows = [(f"stopped: {k}", v, ACCENT) for k, v in sorted(summary.stop_reasons.items(), key=lambda kv: -kv[1])]
+    rows += [(f"error: {k}", v, BUCKET_COLOURS["hard"]) for k, v in summary.error_kinds.items()]
+    if summary.unreadable:
+        rows.append(("unreadable file", summary.unreadable, BUCKET_COLOURS["unrated"]))
     fig, ax = _figure(left=_left_for([r[0] for r in rows]) if rows else 0.11)
     if rows:
         rows = rows[::-1]
@@ -199,7 +197,7 @@ def plot_outcomes(summary: Json) -> Figure:
     return fig
 
 
-PLOTTERS: dict[str, Callable[[Json], Figure]] = {
+PLOTTERS: dict[str, Callable[[Summary], Figure]] = {
     "distance-cdf": plot_distance_cdf, "reward-histogram": plot_reward_histogram, "accuracy": plot_accuracy,
     "tool-use": plot_tool_use, "turns": plot_turns, "outcomes": plot_outcomes,
 }
@@ -216,10 +214,11 @@ CAPTIONS = {
 }
 
 
-def figures(summary: Json) -> dict[str, str]:
+def figures(summary: Summary | Mapping[str, Any]) -> dict[str, str]:
     """Plot id -> SVG data URL."""
     import matplotlib
 
+    summary = Summary.of(summary)
     with matplotlib.rc_context(_RC):
         return {name: _svg_data_url(PLOTTERS[name](summary)) for name in PLOTS}
 
@@ -246,43 +245,40 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _cards(s: Json) -> str:
-    total = s.get("total", 0)
+def _cards(s: Summary) -> str:
     cards = [
-        ("Traces", _num(total), f"{_num(s.get('success'))} ok · {_num(s.get('failed'))} failed"),
-        ("Parse rate", _pct(s.get("parse_success_rate")), "answers with a \\boxed{lat, lon}"),
-        ("Median distance", f"{_num(s.get('median_distance_km'))} km", f"mean {_num(s.get('mean_distance_km'))} km"),
-        ("Mean GeoScore", _num(s.get("mean_geoscore")), f"of 5000 · reward {_num(s.get('mean_reward'), 3)}"),
-        ("Same country", _pct(s.get("country_accuracy")), f"≤25 km: {_pct((s.get('accuracy') or {}).get('25km'))}"),
-        ("Tool use", _pct(s.get("traces_using_tools")), f"{_num(s.get('mean_tool_calls'), 2)} calls per trace"),
+        ("Traces", _num(s.total), f"{_num(s.success)} ok · {_num(s.failed)} failed"),
+        ("Parse rate", _pct(s.parse_success_rate), "answers with a \\boxed{lat, lon}"),
+        ("Median distance", f"{_num(s.median_distance_km)} km", f"mean {_num(s.mean_distance_km)} km"),
+        ("Mean GeoScore", _num(s.mean_geoscore), f"of 5000 · reward {_num(s.mean_reward, 3)}"),
+        ("Same country", _pct(s.country_accuracy), f"≤25 km: {_pct(s.accuracy.get('25km'))}"),
+        ("Tool use", _pct(s.traces_using_tools), f"{_num(s.mean_tool_calls, 2)} calls per trace"),
     ]
     return "".join(f'<div class="card"><div class="label">{_e(a)}</div><div class="value">{_e(b)}</div>'
                    f'<div class="sub">{_e(c)}</div></div>' for a, b, c in cards)
 
 
-def _problems(s: Json) -> str:
-    n = s.get("unreadable") or 0
+def _problems(s: Summary) -> str:
+    n = s.unreadable
     if not n:
         return ""
-    items = "".join(f"<li><code>{_e(p)}</code></li>" for p in s.get("unreadable_traces") or [])
+    items = "".join(f"<li><code>{_e(p)}</code></li>" for p in s.unreadable_traces)
     return (f'<section class="warn" id="unreadable"><strong>{n} file(s) could not be read and were skipped.</strong>'
             f"<details><summary>show them</summary><ul>{items}</ul></details></section>")
 
 
-def _details(s: Json) -> str:
-    acc = s.get("accuracy") or {}
-    acc_rows = [[f"{_e(name)} (≤{km:g} km)", _pct(acc.get(f"{km:g}km"))] for km, name in THRESHOLD_NAMES.items()]
-    acc_rows.append(["same country", _pct(s.get("country_accuracy"))])
-    tool_rows = [[f"<code>{_e(_tool_label(n))}</code>", _num(t["traces"]), _pct(t["share_of_traces"]), _num(t["calls"]),
-                  _num(t["calls_per_trace"], 2), _pct(t.get("error_rate"))] for n, t in (s.get("tool_use") or {}).items()]
-    tokens = s.get("tokens") or {}
+def _details(s: Summary) -> str:
+    acc_rows = [[f"{_e(name)} (≤{km:g} km)", _pct(s.accuracy.get(f"{km:g}km"))] for km, name in THRESHOLD_NAMES.items()]
+    acc_rows.append(["same country", _pct(s.country_accuracy)])
+    tool_rows = [[f"<code>{_e(_tool_label(n))}</code>", _num(t.traces), _pct(t.share_of_traces), _num(t.calls),
+                  _num(t.calls_per_trace, 2), _pct(t.error_rate)] for n, t in s.tool_use.items()]
     perf_rows = []
-    for label, part, digits in (("prompt tokens", tokens.get("prompt"), 0), ("completion tokens",
-                                tokens.get("completion"), 0), ("teacher latency (s)", s.get("latency_s"), 2)):
-        part = part or {}
-        perf_rows.append([label] + [_num(part.get(k), digits) for k in ("mean", "p50", "p90", "p99", "max")])
-    stops = [[_e(k), _num(v)] for k, v in sorted((s.get("stop_reasons") or {}).items(), key=lambda kv: -kv[1])]
-    errors = [[_e(k), _num(v)] for k, v in sorted((s.get("error_kinds") or {}).items(), key=lambda kv: -kv[1])]
+    for label, part, digits in (("prompt tokens", s.tokens.get("prompt"), 0), ("completion tokens",
+                                s.tokens.get("completion"), 0), ("teacher latency (s)", s.latency_s, 2)):
+        part = part or Percentiles()
+        perf_rows.append([label] + [_num(getattr(part, k), digits) for k in ("mean", "p50", "p90", "p99", "max")])
+    stops = [[_e(k), _num(v)] for k, v in sorted(s.stop_reasons.items(), key=lambda kv: -kv[1])]
+    errors = [[_e(k), _num(v)] for k, v in sorted(s.error_kinds.items(), key=lambda kv: -kv[1])]
     blocks = [
         ("Tools", "full", _table(["tool", "traces", "share of traces", "calls", "calls per trace", "failed"],
                                  tool_rows) if tool_rows else "<p class='muted'>No tool calls.</p>"),
@@ -294,14 +290,14 @@ def _details(s: Json) -> str:
     return "".join(f'<div class="panel {c}"><h3>{_e(t)}</h3>{b}</div>' for t, c, b in blocks)
 
 
-def _by_difficulty(s: Json) -> str:
-    buckets = s.get("by_difficulty") or {}
+def _by_difficulty(s: Summary) -> str:
+    buckets = s.by_difficulty or {}
     if not buckets:
         return ""
     rows = [[f'<span class="dot" style="background:{BUCKET_COLOURS.get(b, ACCENT)}"></span>{_e(b)}',
-             _num(p["total"]), _pct(p["parse_success_rate"]), _num(p["median_distance_km"]), _num(p["mean_geoscore"]),
-             _pct((p.get("accuracy") or {}).get("25km")), _pct((p.get("accuracy") or {}).get("750km")),
-             _pct(p.get("country_accuracy")), _num(p["mean_tool_calls"], 2)] for b, p in buckets.items()]
+             _num(p.total), _pct(p.parse_success_rate), _num(p.median_distance_km), _num(p.mean_geoscore),
+             _pct(p.accuracy.get("25km")), _pct(p.accuracy.get("750km")),
+             _pct(p.country_accuracy), _num(p.mean_tool_calls, 2)] for b, p in buckets.items()]
     head = ["bucket", "traces", "parse rate", "median km", "GeoScore", "≤25 km", "≤750 km", "same country",
             "calls/trace"]
     return f'<section id="by-difficulty"><h2>By difficulty</h2>{_table(head, rows, "wide")}</section>'
@@ -333,15 +329,16 @@ code{font-size:12.5px}.muted{color:var(--muted)}footer{margin-top:36px;color:var
 """
 
 
-def render_report(summary: Json, title: str | None = None) -> str:
-    """The whole page as one HTML string."""
-    store = str(summary.get("store", "")).rstrip("/")
+def render_report(summary: Summary | Mapping[str, Any], title: str | None = None) -> str:
+    """The whole page as one HTML string, from a summary or its JSON."""
+    summary = Summary.of(summary)
+    store = (summary.store or "").rstrip("/")
     title = title or f"Trace report · {store.rsplit('/', 1)[-1] or store}"
     plots = figures(summary)
     figs = "".join(f'<figure><img id="plot-{name}" alt="{_e(name)}" src="{url}">'
                    f"<figcaption>{_e(CAPTIONS[name])}</figcaption></figure>" for name, url in plots.items())
-    teachers = ", ".join(f"{_e(k)} ({v})" for k, v in (summary.get("teachers") or {}).items()) or "–"
-    datasets = ", ".join(f"<code>{_e(k)}</code>" for k in (summary.get("datasets") or {})) or "–"
+    teachers = ", ".join(f"{_e(k)} ({v})" for k, v in summary.teachers.items()) or "–"
+    datasets = ", ".join(f"<code>{_e(k)}</code>" for k in summary.datasets) or "–"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">

@@ -18,10 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from geodistil.errors import TraceError
-from geodistil.store import TraceStore, parse_trace_name, trace_name
+from geodistil.store import TraceStore, parse_trace_name, trace_name, trace_sort_key
 from geodistil.trace import Trace
-
-MANIFEST = "manifest.json"  # the name geodistil.generate writes (not imported: generate imports stats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,36 +49,21 @@ def _read(store: TraceStore, name: str) -> ScannedTrace:
         return ScannedTrace(name, raw, None, TraceError(f"{name}: {exc}"))
 
 
-def _sort_key(name: str) -> tuple[int, int]:
-    key = parse_trace_name(name)
-    return key if key is not None else (-1, -1)
-
-
-def _manifest_names(store: TraceStore) -> list[str] | None:
-    if not store.exists(MANIFEST):
-        return None
-    try:
-        rows = store.read_json(MANIFEST).get("traces")
-        return [str(row["name"]) for row in rows] if isinstance(rows, list) else None
-    except (ValueError, AttributeError, KeyError, TypeError):
-        return None  # a manifest of another shape says nothing about the traces
-
-
 def expected_names(store: TraceStore, present: Sequence[str] | None = None) -> list[str]:
     """The trace names a store should hold, in order: present ones and missing ones."""
     present = list(store.trace_names() if present is None else present)
-    listed = _manifest_names(store)
-    if listed is not None:
-        return sorted(set(listed) | set(present), key=_sort_key)
+    manifest = store.read_manifest()  # None also for one of another shape: it says nothing about the traces
+    if manifest is not None:
+        return sorted({row.name for row in manifest.traces} | set(present), key=trace_sort_key)
     keys = [k for k in (parse_trace_name(n) for n in present) if k is not None]
     if not keys:
         return present
-    multi = any("_r" in n for n in present)
+    multi = any("_r" in n for n in present)  # named for several rollouts, even if only r00 is left
     rollouts = max(r for _, r in keys) + 1
     first, last = min(i for i, _ in keys), max(i for i, _ in keys)
-    width = max(rollouts, 2) if multi else 1
-    wanted = {trace_name(i, r, width) for i in range(first, last + 1) for r in range(rollouts)}
-    return sorted(wanted | set(present), key=_sort_key)
+    per_sample = max(rollouts, 2) if multi else 1
+    wanted = {trace_name(i, r, per_sample) for i in range(first, last + 1) for r in range(rollouts)}
+    return sorted(wanted | set(present), key=trace_sort_key)
 
 
 def scan(store: TraceStore, names: Sequence[str] | None = None, workers: int = 8,

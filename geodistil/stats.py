@@ -25,7 +25,9 @@ import numpy as np
 
 from geodistil.errors import TraceError
 from geodistil.geo import country_of
+from geodistil.scan import scan
 from geodistil.scoring import NO_PARSE_DISTANCE_KM, THRESHOLDS_KM
+from geodistil.store import DIFFICULTIES, REPORT, UNRATED, RunFacts, Summary, TraceStore
 from geodistil.trace import Trace, TraceRecord
 
 GEOSCORE_MAX = 5000  # a GeoGuessr round's best score: GeoScore = 5000 x reward
@@ -153,11 +155,16 @@ class SummaryBuilder:
         return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
 
     def result(self) -> dict[str, Any]:
+        """The summary as the JSON ``summary.json`` holds."""
+        return self.summary().to_json()
+
+    def summary(self, facts: RunFacts | None = None) -> Summary:
+        """The summary, with a run's ``facts`` when given."""
         n = self.success
         mean_reward = statistics.fmean(self.rewards) if n else None
         turn_values = [t for t, c in self.turns.items() for _ in range(c)]
         country_known = self.full_traces == self.total and self.country_evaluated > 0
-        return {
+        return Summary(**{
             "total": self.total,
             "success": self.success,
             "failed": self.failed,
@@ -193,7 +200,8 @@ class SummaryBuilder:
             "reward_histogram": self._reward_histogram(),
             "teachers": dict(self.teachers),
             "datasets": dict(self.datasets),
-        }
+            **(facts.to_json() if facts is not None else {}),
+        })
 
 
 def summarize(traces: Iterable[Trace | TraceRecord]) -> dict[str, Any]:
@@ -215,27 +223,31 @@ class Aggregation:
         if bucket is not None:
             self.buckets.setdefault(bucket, SummaryBuilder()).add(trace)
 
-    def result(self, order: Iterable[str] = ()) -> dict[str, Any]:
-        summary = self.overall.result()
+    def summary(self, order: Iterable[str] = (), store: str | None = None) -> Summary:
+        summary = self.overall.summary()
+        if store is not None:
+            summary = Summary(store=store, **summary.to_json())  # first, as summary.json has it
         if self.buckets:
             names = [b for b in order if b in self.buckets] + sorted(set(self.buckets) - set(order))
-            summary["by_difficulty"] = {b: self.buckets[b].result() for b in names}
+            summary.by_difficulty = {b: self.buckets[b].summary() for b in names}
         return summary
 
 
-def aggregate_store(store: Any, difficulty: Mapping[int, str] | None = None, workers: int = 8) -> dict[str, Any]:
+def aggregate_store(store: TraceStore, difficulty: Mapping[int, str] | None = None, workers: int = 8
+                    ) -> dict[str, Any]:
     """Summarise every trace of a store in order; unreadable or missing files are listed by name.
 
     A store written by the difficulty split (``split.json`` beside ``easy/``, ``medium/``,
     ``hard/``) is summarised over its buckets, with one summary per bucket. Otherwise
     ``difficulty`` (sample index -> bucket, e.g. from ``curate.read_difficulty``) buckets
-    the store's own traces.
+    the store's own traces. Returns the summary's JSON (see ``store.Summary``).
     """
-    from geodistil.curate import DIFFICULTIES, split_buckets
-    from geodistil.scan import scan
+    return _aggregate(store, difficulty, workers).to_json()
 
+
+def _aggregate(store: TraceStore, difficulty: Mapping[int, str] | None, workers: int) -> Summary:
     agg = Aggregation()
-    buckets = split_buckets(store) if difficulty is None else None
+    buckets = store.split_buckets() if difficulty is None else None
     parts = [(store.sub(b), b) for b in buckets] if buckets else [(store, None)]
     for part, bucket in parts:
         for item in scan(part, workers=workers):
@@ -244,34 +256,30 @@ def aggregate_store(store: Any, difficulty: Mapping[int, str] | None = None, wor
                 agg.overall.add_unreadable(f"{bucket}/{problem}" if bucket else problem)
                 continue
             if bucket is None and difficulty is not None:
-                agg.add(item.trace, difficulty.get(item.trace.sample_index, "unrated"))
+                agg.add(item.trace, difficulty.get(item.trace.sample_index, UNRATED))
             else:
                 agg.add(item.trace, bucket)
-    return {"store": store.url, **agg.result(order=(*DIFFICULTIES, "unrated"))}
+    return agg.summary(order=(*DIFFICULTIES, UNRATED), store=store.url)
 
 
-SUMMARY = "summary.json"
-REPORT = "report.html"
-_RUN_KEYS = ("dataset_path", "dataset_fingerprint", "settings_fingerprint", "generated", "reused")
+_RUN_KEYS = {"dataset_path", "dataset_fingerprint", "settings_fingerprint", "generated", "reused"}
 
 
-def run_aggregate(store: Any, difficulty: Mapping[int, str] | None = None, report: bool = True,
+def run_aggregate(store: TraceStore, difficulty: Mapping[int, str] | None = None, report: bool = True,
                   workers: int = 8) -> dict[str, Any]:
-    """Summarise a store and write ``summary.json`` (and ``report.html``) into it.
+    """Summarise a store and write ``summary.json`` (and ``report.html``) into it; returns its JSON.
 
     The generation run's own facts (dataset fingerprint, settings fingerprint, how many traces
     it generated or reused) are kept from an earlier ``summary.json`` of the store.
     """
-    summary = aggregate_store(store, difficulty, workers)
-    if store.exists(SUMMARY):
-        try:
-            earlier = store.read_json(SUMMARY)
-        except ValueError:
-            earlier = {}
-        summary.update({k: earlier[k] for k in _RUN_KEYS if isinstance(earlier, dict) and k in earlier})
-    store.write_json(SUMMARY, summary)
+    summary = _aggregate(store, difficulty, workers)
+    earlier = store.read_summary()
+    if earlier is not None:
+        kept = earlier.model_dump(include=_RUN_KEYS, exclude_unset=True)
+        summary = Summary(**{**summary.to_json(), **kept})
+    store.write_summary(summary)
     if report:
         from geodistil.report import render_report
 
         store.write_bytes(REPORT, render_report(summary).encode())
-    return summary
+    return summary.to_json()

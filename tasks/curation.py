@@ -17,7 +17,7 @@ from prefect.exceptions import MissingContextError
 
 from geodistil.curate import FilterConfig, SplitConfig, read_difficulty, run_filter, run_split
 from geodistil.export import ExportConfig, run_export
-from geodistil.generate import StorageSpec
+from geodistil.store import StorageSpec
 from geodistil.stats import run_aggregate
 
 _RETRY = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.errors import GeodistilError
-from geodistil.generate import StorageSpec, finished_record, is_retryable, is_unfinished, run_one
-from geodistil.store import TraceStore, trace_name
+from geodistil.generate import finished_record, is_retryable, is_unfinished, run_one
+from geodistil.store import StorageSpec, TraceStore, trace_name
 from geodistil.trace import TraceRecord
 from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context
 from tasks.results import TraceRecordSerializer

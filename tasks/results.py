@@ -23,10 +23,8 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileS
 from prefect.serializers import Serializer
 from pydantic import Field
 
-from geodistil.generate import StorageSpec
+from geodistil.store import RESULTS_DIR, StorageSpec
 from geodistil.trace import TraceRecord
-
-RESULTS_DIR = ".prefect-results"
 
 
 class TraceRecordSerializer(Serializer):  # type: ignore[type-arg]  # Serializer[X] breaks its registry

@@ -13,10 +13,10 @@ import pytest
 from geodistil import admission
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import generate
 from geodistil.sim.demo_data import make_demo_dataset
 from geodistil.sim.server import SIM_MODEL, SimConfig, SimServer
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import pytest
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
 from geodistil.errors import ConfigError
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import generate
 from geodistil.prices import Price, price_of
 from geodistil.sim.demo_data import make_demo_dataset
 from geodistil.sim.server import SimConfig, SimServer
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 from geodistil.trace import Usage
 
 

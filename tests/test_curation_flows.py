@@ -13,8 +13,7 @@ from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.curate import FilterConfig, SplitConfig
 from geodistil.data import DatasetSpec
 from geodistil.export import ExportConfig
-from geodistil.generate import SampleRange, StorageSpec
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 from tasks.curation import aggregate_traces, filter_traces, split_traces
 from tests.trace_sets import copy_store, damage
 

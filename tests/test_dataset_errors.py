@@ -10,10 +10,9 @@ from typer.testing import CliRunner
 from geodistil.cli import app
 from geodistil.data import DatasetSpec, GeoDataset
 from geodistil.errors import ConfigError
-from geodistil.generate import SampleRange
 from geodistil.sim.demo_data import make_demo_dataset
 from geodistil.sim.server import SimConfig, SimServer
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, TraceStore
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import StorageSpec, generate
+from geodistil.generate import generate
 from geodistil.replay import verify_trace
 from geodistil.sim import SimConfig, SimServer, make_demo_dataset
-from geodistil.store import TraceStore
+from geodistil.store import StorageSpec, TraceStore
 from geodistil.trace import Trace
 
 SAMPLES = 4

@@ -11,7 +11,7 @@ import pytest
 
 from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec
+from geodistil.store import SampleRange, StorageSpec
 from tests.helpers import free_port, sim_process, sim_stats
 from flows.server import drain_services
 from tests.prefect_server import prefect_server

@@ -10,8 +10,8 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import StorageSpec, generate
-from geodistil.store import TraceStore
+from geodistil.generate import generate
+from geodistil.store import StorageSpec, TraceStore
 from tests.helpers import sim_process, sim_stats
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
-from geodistil.store import TraceStore
+from geodistil.generate import generate
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 from tests.llama_server import llama_server, missing
 
 MISSING = missing()

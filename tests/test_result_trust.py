@@ -11,7 +11,7 @@ from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
 from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer, PickleSerializer
 
-from geodistil.generate import StorageSpec
+from geodistil.store import StorageSpec
 from geodistil.trace import TraceRecord
 from tasks.results import TraceRecordSerializer, UntrustedResultError, results_block
 

@@ -10,9 +10,9 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import generate
 from geodistil.sim import SimConfig, SimServer
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
+from geodistil.generate import generate
 from geodistil.sim import SimConfig, SimServer
-from geodistil.store import TraceStore
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 
 ZOOM_ONLY = ToolsConfig(enabled=("image_zoom_in_tool",))  # every tool call adds an image
 

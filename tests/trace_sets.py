@@ -14,8 +14,8 @@ from pathlib import Path
 
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
-from geodistil.store import TraceStore
+from geodistil.generate import generate
+from geodistil.store import SampleRange, StorageSpec, TraceStore
 
 
 @dataclass(frozen=True)

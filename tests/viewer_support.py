@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from geodistil.config import RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec, generate
-from geodistil.store import TraceStore, trace_name
+from geodistil.generate import generate
+from geodistil.store import SampleRange, StorageSpec, TraceStore, trace_name
 from geodistil.trace import LatLon, Message, ToolCallRecord, Trace
 from geodistil.viewer import create_app
 from tests.helpers import free_port

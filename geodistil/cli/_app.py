@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from geodistil.generate import StorageSpec
+    from geodistil.store import StorageSpec
 
 # Prefect's ephemeral API starts a server process on first use; 20 s is too short on a busy 2-core box
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -33,7 +33,7 @@ def storage_options_from_env(url: str) -> dict | None:
 
 
 def storage_spec(url: str) -> "StorageSpec":
-    from geodistil.generate import StorageSpec
+    from geodistil.store import StorageSpec
 
     return StorageSpec(url=url, storage_options=storage_options_from_env(url))
 

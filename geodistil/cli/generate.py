@@ -20,7 +20,7 @@ from geodistil.cli._app import app, console, fail, print_problems, warn
 
 if TYPE_CHECKING:
     from geodistil.config import TeacherConfig
-    from geodistil.generate import StorageSpec
+    from geodistil.store import StorageSpec
 
 
 @app.command("demo-data")
@@ -259,10 +259,11 @@ def _teacher_without_url_credentials(teacher: "TeacherConfig") -> "TeacherConfig
 
 def _print_failures(storage: "StorageSpec", shown: int = 5) -> None:
     """The first failed samples with their errors, and where the full list is."""
-    from geodistil.generate import MANIFEST
+    from geodistil.store import MANIFEST
 
-    failed = [row for row in storage.store().read_json(MANIFEST)["traces"] if not row["ok"]]
-    print_problems("failed", [f"{row['name']}: {row['error_kind']}: {row['error']}" for row in failed], shown)
+    manifest = storage.store().read_manifest()
+    failed = [row for row in (manifest.traces if manifest is not None else []) if not row.ok]
+    print_problems("failed", [f"{row.name}: {row.error_kind}: {row.error}" for row in failed], shown)
     if failed:
         console.print(f"{len(failed)} failed samples in all: the rows with \"ok\": false in "
                       f"{storage.url}/{MANIFEST}; their error traces are in {storage.url}", soft_wrap=True)

@@ -87,7 +87,7 @@ def run_params(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any
     None for a flag not given); ``ConfigError`` with one line naming the bad setting."""
     from geodistil.config import GenerationConfig, ImageConfig, TeacherConfig, ToolsConfig
     from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange
+    from geodistil.store import SampleRange
 
     from geodistil.cli._app import storage_spec
 
@@ -123,6 +123,6 @@ def run_params(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any
 
 
 def _default_output() -> str:
-    from geodistil.generate import StorageSpec
+    from geodistil.store import StorageSpec
 
     return str(StorageSpec.model_fields["url"].default)
