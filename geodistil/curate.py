@@ -59,9 +59,10 @@ class Setting:
 
     The CLI option is ``--<cli>`` (default: the field's name with dashes); a bool is a
     ``--x/--no-x`` pair, set to the opposite of the field when ``inverted`` (``--keep-errors``
-    turns ``no_error`` off); a tuple is given by repeating the option, each value one of
-    ``choices`` when set, and none given keeps the default; ``off`` names a flag that sets the
-    field to None (``--any-reward``).
+    turns ``no_error`` off, and ``cli_help`` says what the flag does); a tuple is given by
+    repeating the option, each value one of ``choices`` when set, and none given keeps the
+    default; ``off`` names a flag that sets the field to None (``--any-reward``), ``off_help``
+    what it does.
     """
 
     type: Any
@@ -71,8 +72,10 @@ class Setting:
     le: float | None = None
     cli: str | None = None
     inverted: bool = False
+    cli_help: str | None = None
     choices: tuple[str, ...] | None = None
     off: str | None = None
+    off_help: str | None = None
 
 
 class FilterRule(Rule, Protocol):
@@ -107,7 +110,8 @@ class TableRule:
 class NoError(TableRule):
     name: str = "no_error"
     SETTINGS: ClassVar[dict[str, Setting]] = {
-        "no_error": Setting(bool, True, "drop traces whose rollout failed", cli="keep-errors", inverted=True)}
+        "no_error": Setting(bool, True, "drop traces whose rollout failed", cli="keep-errors", inverted=True,
+                            cli_help="keep traces whose rollout failed")}
 
     @classmethod
     def from_config(cls, config: Any) -> NoError | None:
@@ -122,7 +126,7 @@ class ParseSuccess(TableRule):
     name: str = "parse_success"
     SETTINGS: ClassVar[dict[str, Setting]] = {
         "parse_success": Setting(bool, True, "drop traces without a parseable \\boxed{lat, lon}", cli="keep-unparsed",
-                                 inverted=True)}
+                                 inverted=True, cli_help="keep traces without a parseable answer")}
 
     @classmethod
     def from_config(cls, config: Any) -> ParseSuccess | None:
@@ -138,7 +142,7 @@ class MinReward(TableRule):
     name: str = "min_reward"
     SETTINGS: ClassVar[dict[str, Setting]] = {
         "min_reward": Setting(float | None, 0.5, "minimum reward exp(-km/1492.7); 0.5 is about 1035 km", ge=0.0,
-                              le=1.0, off="any-reward")}
+                              le=1.0, off="any-reward", off_help="no minimum reward")}
 
     @classmethod
     def from_config(cls, config: Any) -> MinReward | None:
@@ -215,7 +219,7 @@ class NoFailedToolCall(TableRule):
     name: str = "no_failed_tool_call"
     SETTINGS: ClassVar[dict[str, Setting]] = {
         "no_failed_tool_call": Setting(bool, True, "drop traces with a failed tool call", cli="keep-failed-tool-calls",
-                                       inverted=True)}
+                                       inverted=True, cli_help="keep traces with a failed tool call")}
 
     @classmethod
     def from_config(cls, config: Any) -> NoFailedToolCall | None:

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import inspect
+from collections.abc import Callable
+from typing import Any, Optional, get_args, get_origin
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from geodistil.cli._app import app, console, fail, print_problems, storage_spec
+from geodistil.curate import FilterConfig  # the filter command's options are read from its rule table
+from geodistil.store import REJECTED, REPORT, SUMMARY
 
 
 def _stage(use_prefect: bool, flow_name: str, plain, **params):
@@ -68,7 +73,7 @@ def stats(
 ) -> None:
     """Summarise a trace store: prints a table, writes summary.json and report.html into it."""
     from geodistil.curate import read_difficulty
-    from geodistil.stats import REPORT, SUMMARY, run_aggregate
+    from geodistil.stats import run_aggregate
 
     spec = storage_spec(output)
     source = storage_spec(difficulty_from) if difficulty_from else None
@@ -79,57 +84,98 @@ def stats(
     console.print(f"wrote {output.rstrip('/')}/{SUMMARY}" + (f" and {output.rstrip('/')}/{REPORT}" if report else ""))
 
 
-def _answer_formats(formats: list[str]) -> list[str]:
-    from geodistil.curate import ANSWER_FORMATS
-
-    unknown = [f for f in formats if f not in ANSWER_FORMATS]
-    if unknown:
-        raise typer.BadParameter(f"unknown answer format {unknown[0]!r}; known: {', '.join(ANSWER_FORMATS)}")
-    return formats
+def _base_type(annotation: Any) -> Any:
+    """``float`` of ``float | None``; the type itself otherwise."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if type(None) in get_args(annotation) and len(args) == 1 else annotation
 
 
-@app.command("filter")
-def filter_(
-    output: str = typer.Argument(..., help="trace folder or s3:// prefix to read"),
-    dest: str = typer.Argument(..., help="folder or s3:// prefix for the kept traces"),
-    min_reward: Optional[float] = typer.Option(0.5, min=0.0, max=1.0, help="minimum reward (0.5 = about 1035 km)"),
-    any_reward: bool = typer.Option(False, "--any-reward", help="no minimum reward"),
-    max_turns: Optional[int] = typer.Option(None, min=1, help="maximum assistant turns"),
-    require_tool_use: bool = typer.Option(False, help="keep only traces with a successful tool call"),
-    required_tool: list[str] = typer.Option([], help="a tool every kept trace must call (repeatable)"),
-    forbidden_tool: list[str] = typer.Option([], help="a tool no kept trace may call (repeatable)"),
-    keep_errors: bool = typer.Option(False, help="keep traces whose rollout failed"),
-    keep_unparsed: bool = typer.Option(False, help="keep traces without a parseable answer"),
-    keep_failed_tool_calls: bool = typer.Option(False, help="keep traces with a failed tool call"),
-    answer_format: list[str] = typer.Option([], callback=_answer_formats,
-                                            help="an answer format to keep: boxed | glm_box | plain_last_line "
-                                                 "(repeatable; default all)"),
-    prompted_dialect_only: bool = typer.Option(False, help="drop traces with a tool call in another dialect "
-                                                           "than the prompted one"),
-    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop near-duplicate answers of a sample"),
-    dedup_similarity: float = typer.Option(0.95, min=0.5, max=1.0),
-    use_prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)"),
-) -> None:
-    """Copy the traces that pass the quality rules; writes filter.json and rejected.jsonl beside them."""
-    from geodistil.curate import FilterConfig, run_filter
+def _check_choices(flag: str, choices: tuple[str, ...]) -> Callable[[list[str]], list[str]]:
+    def check(values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise typer.BadParameter(f"unknown {flag.replace('-', ' ')} {unknown[0]!r}; known: {', '.join(choices)}")
+        return values
+    return check
 
-    config = FilterConfig(no_error=not keep_errors, parse_success=not keep_unparsed,
-                          min_reward=None if any_reward else min_reward, max_turns=max_turns,
-                          require_tool_use=require_tool_use, required_tools=tuple(required_tool),
-                          forbidden_tools=tuple(forbidden_tool), no_failed_tool_call=not keep_failed_tool_calls,
-                          dedup_answers=dedup, dedup_similarity=dedup_similarity,
-                          prompted_dialect_only=prompted_dialect_only,
-                          **({"answer_formats": tuple(answer_format)} if answer_format else {}))
-    src, out = storage_spec(output), storage_spec(dest)
-    manifest = _stage(use_prefect, "filter_flow", lambda: run_filter(src.store(), out.store(), config),
-                      source=src, dest=out, config=config)
-    table = Table(title=f"kept {manifest['kept']} of {manifest['total']} traces", title_justify="left")
-    table.add_column("removed by")
-    table.add_column("traces", justify="right")
-    for rule, count in manifest["removed"].items():
-        table.add_row(rule, str(count))
-    console.print(table)
-    console.print(f"kept traces in {dest}; every rejected trace and its reason in {dest.rstrip('/')}/rejected.jsonl")
+
+def _options(key: str, setting: Any) -> list[inspect.Parameter]:
+    """The CLI option(s) of one filter setting (see ``geodistil.curate.Setting``)."""
+    flag, base = setting.cli or key.replace("_", "-"), _base_type(setting.type)
+    if base is bool:
+        default = not setting.default if setting.inverted else setting.default
+        help = setting.cli_help or setting.help
+        option, annotation = typer.Option(default, f"--{flag}/--no-{flag}", help=help), bool
+    elif get_origin(base) is tuple:
+        check = _check_choices(flag, setting.choices) if setting.choices else None
+        option = typer.Option([], f"--{flag}", help=f"{setting.help} (repeatable)", callback=check)
+        annotation = list[str]
+    else:
+        option = typer.Option(setting.default, f"--{flag}", min=setting.ge, max=setting.le, help=setting.help)
+        annotation = Optional[base] if base is not setting.type else base
+    params = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)]
+    if setting.off:
+        off = typer.Option(False, f"--{setting.off}", help=setting.off_help)
+        params.append(inspect.Parameter(f"{key}__off", inspect.Parameter.KEYWORD_ONLY, default=off, annotation=bool))
+    return params
+
+
+def _config_of(model: Any, options: dict[str, Any]) -> Any:
+    """The filter config the CLI options ask for (a repeatable option given no value keeps its default)."""
+    values: dict[str, Any] = {}
+    for rule in model.rules:
+        for key, setting in rule.SETTINGS.items():
+            value = options[key]
+            if setting.off and options[f"{key}__off"]:
+                value = None
+            elif _base_type(setting.type) is bool and setting.inverted:
+                value = not value
+            elif isinstance(value, list):
+                if not value:
+                    continue
+                value = tuple(value)
+            values[key] = value
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def filter_command(model: Any) -> Callable[..., None]:
+    """The ``filter`` command for a filter config model: one option per setting of its rule table."""
+
+    def filter_(output: str, dest: str, use_prefect: bool = False, **options: Any) -> None:
+        """Copy the traces that pass the quality rules; writes filter.json and rejected.jsonl beside them."""
+        from geodistil.curate import run_filter
+
+        config = _config_of(model, options)
+        src, out = storage_spec(output), storage_spec(dest)
+        manifest = _stage(use_prefect, "filter_flow", lambda: run_filter(src.store(), out.store(), config),
+                          source=src, dest=out, config=config)
+        table = Table(title=f"kept {manifest['kept']} of {manifest['total']} traces", title_justify="left")
+        table.add_column("removed by")
+        table.add_column("traces", justify="right")
+        for rule, count in manifest["removed"].items():
+            table.add_row(rule, str(count))
+        console.print(table)
+        console.print(f"kept traces in {dest}; every rejected trace and its reason in "
+                      f"{dest.rstrip('/')}/{REJECTED}")
+
+    params = [
+        inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help="trace folder or s3:// prefix to read")),
+        inspect.Parameter("dest", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help="folder or s3:// prefix for the kept traces")),
+        *(p for rule in model.rules for key, setting in rule.SETTINGS.items() for p in _options(key, setting)),
+        inspect.Parameter("use_prefect", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--prefect", help="run as the Prefect flow (shows in the UI)")),
+    ]
+    filter_.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    filter_.__annotations__ = {p.name: p.annotation for p in params}
+    return filter_
+
+
+app.command("filter")(filter_command(FilterConfig))
 
 
 @app.command("split")
