@@ -324,7 +324,8 @@ def rule_table(*rules: type[FilterRule]) -> RuleTable:
     ordered = tuple(r for r in rules if not r.REMEMBERS_KEPT) + tuple(r for r in rules if r.REMEMBERS_KEPT)
     fields = [name for r in ordered for name in r.SETTINGS]
     if len(set(fields)) != len(fields):
-        raise ValueError(f"two filter rules declare the same setting: {sorted(f for f in fields if fields.count(f) > 1)}")
+        twice = sorted({f for f in fields if fields.count(f) > 1})
+        raise ValueError(f"two filter rules declare the same setting: {twice}")
     return ordered
 
 

@@ -268,7 +268,8 @@ def _problems(s: Summary) -> str:
 
 
 def _details(s: Summary) -> str:
-    acc_rows = [[f"{_e(name)} (≤{km:g} km)", _pct(s.accuracy.get(f"{km:g}km"))] for km, name in THRESHOLD_NAMES.items()]
+    acc_rows = [[f"{_e(name)} (≤{km:g} km)", _pct(s.accuracy.get(f"{km:g}km"))]
+                for km, name in THRESHOLD_NAMES.items()]
     acc_rows.append(["same country", _pct(s.country_accuracy)])
     tool_rows = [[f"<code>{_e(_tool_label(n))}</code>", _num(t.traces), _pct(t.share_of_traces), _num(t.calls),
                   _num(t.calls_per_trace, 2), _pct(t.error_rate)] for n, t in s.tool_use.items()]

@@ -125,5 +125,6 @@ def test_an_unreadable_file_is_removed_by_the_readable_pseudo_rule(small_set, tm
     dest = TraceStore(str(tmp_path / "curated"))
     manifest = run_filter(src, dest)
     assert READABLE == "readable" and list(manifest["removed"])[0] == READABLE
-    rules = {json.loads(line)["name"]: json.loads(line)["rule"] for line in dest.read_bytes(REJECTED).decode().splitlines()}
+    rows = [json.loads(line) for line in dest.read_bytes(REJECTED).decode().splitlines()]
+    rules = {row["name"]: row["rule"] for row in rows}
     assert {rules[name] for name in broken} == {READABLE}
