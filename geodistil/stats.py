@@ -262,7 +262,7 @@ def _aggregate(store: TraceStore, difficulty: Mapping[int, str] | None, workers:
     return agg.summary(order=(*DIFFICULTIES, UNRATED), store=store.url)
 
 
-_RUN_KEYS = {"dataset_path", "dataset_fingerprint", "settings_fingerprint", "generated", "reused"}
+_RUN_KEYS = set(RunFacts.model_fields) - {"stopped"}  # the run's facts, but not why it once stopped
 
 
 def run_aggregate(store: TraceStore, difficulty: Mapping[int, str] | None = None, report: bool = True,
