@@ -43,6 +43,7 @@ from prefect.utilities.annotations import quote
 from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
+from geodistil.errors import StoreError, TaskFailed
 from geodistil.generate import (
     SUMMARY, Budget, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
 )
@@ -58,15 +59,20 @@ Runner = Literal["local", "dask"]
 
 
 def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> TraceRecord:
-    """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way."""
+    """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way.
+
+    The stand-in's ``error_kind`` is the task's own error where this process still holds it (a
+    ``StoreError``: the trace could not be written, which stops the run), else ``TaskFailed``'s."""
     try:
         record = TraceRecord.of(store.read_trace(job.name), job.name)
         if is_unfinished(record):
             return record
     except Exception:
         pass  # no trace, a torn one, or one left by an earlier run: the stand-in tells the truth
+    raised = getattr(state.data, "result", state.data)  # a result record holds the exception until persisted
+    error = raised if isinstance(raised, StoreError) else TaskFailed(str(state.message))
     return TraceRecord(name=job.name, sample_index=job.sample_index, rollout_index=job.rollout_index,
-                       ok=False, error_kind="internal_error:task_failed", error=str(state.message))
+                       ok=False, error_kind=error.error_kind, error=str(error))
 
 
 async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,

@@ -24,7 +24,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, Field, ValidationError
 
-from geodistil.errors import GeodistilError, TraceError
+from geodistil.errors import StoreLockedError, TraceError
 from geodistil.trace import Trace
 
 LOCK = ".geodistil-run.lock"
@@ -171,10 +171,6 @@ class TraceStore:
 
 
 # the run lock ----------------------------------------------------------------------------
-class StoreLockedError(GeodistilError):
-    """Another run holds the store's lock."""
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
