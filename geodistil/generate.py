@@ -210,18 +210,23 @@ async def run_one(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
 
 def write_outputs(store: TraceStore, records: Iterable[TraceRecord], extra: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """Write the ordered manifest and the summary; return the summary."""
+    """Write the ordered manifest and the summary; return the summary. ``StoreError`` if the store
+    cannot take them (a full disk)."""
     ordered = sorted(records, key=lambda r: (r.sample_index, r.rollout_index))
     builder = SummaryBuilder()
     for record in ordered:
         builder.add(record)
     summary = {**builder.result(), **(extra or {})}
-    store.write_json(MANIFEST, {
-        "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
-                    "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
-        **(extra or {}),
-    })
-    store.write_json(SUMMARY, summary)
+    try:
+        store.write_json(MANIFEST, {
+            "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
+                        "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
+            **(extra or {}),
+        })
+        store.write_json(SUMMARY, summary)
+    except OSError as exc:
+        raise StoreError(f"cannot write the manifest and summary to {store.url}: "
+                         f"{exc.strerror or type(exc).__name__}") from exc
     return summary
 
 

@@ -19,10 +19,7 @@ from PIL import Image
 import geodistil.sandbox
 from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.errors import (
-    ConfigError, GeodistilError, SandboxError, SandboxUnavailable, StoreError, TeacherError, TeacherLimitReached,
-    TeacherUnreachable, error_class,
-)
+from geodistil.errors import SandboxError, StoreError, TeacherError, TeacherLimitReached, error_class
 from geodistil.generate import FailFast, is_retryable, is_unfinished, run_one
 from geodistil.profiles import PROFILES
 from geodistil.rollout import NUDGE, Rollout, RolloutContext, rollout
@@ -246,33 +243,3 @@ def test_a_full_disk_stops_with_a_store_error_naming_the_sample(dataset, tmp_pat
         asyncio.run(run_one(dataset, 0, 0, ctx, store))
     assert str(raised.value) == f"sample 0: cannot write its trace to {store.url}: No space left on device"
     assert raised.value.stops_run and not raised.value.retryable
-
-
-# the classes decide, the strings follow --------------------------------------------------------
-@pytest.mark.parametrize("error, kind", [
-    (GeodistilError(), "internal_error"),
-    (TeacherError("x", kind="http_503"), "teacher_error:http_503"),
-    (TeacherUnreachable("x", kind="connection"), "teacher_unreachable:connection"),
-    (SandboxUnavailable("x"), "sandbox_unavailable"),
-    (StoreError("x"), "store_error"),
-    (ConfigError("x"), "config_error"),
-])
-def test_each_error_kind_maps_back_to_its_class(error, kind):
-    assert error.error_kind == kind and error_class(kind) is type(error)
-
-
-def test_an_unknown_or_absent_error_kind_maps_to_no_class():
-    assert error_class("from_a_later_version:x") is None and error_class(None) is None
-
-
-def test_prefect_retries_only_what_the_error_class_calls_retryable():
-    from prefect.states import Failed
-
-    from geodistil.errors import RerunSampleError, RetryableSampleError
-    from tasks.generation import _retry_transient_only
-
-    def retried(error: BaseException) -> bool:
-        return _retry_transient_only(None, None, Failed(data=error))
-
-    assert retried(RetryableSampleError("x")) and retried(RuntimeError("a bug"))
-    assert not retried(RerunSampleError("x")) and not retried(StoreError("disk full"))
