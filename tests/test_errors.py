@@ -11,14 +11,21 @@ from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 from prefect.states import Failed
 
-import geodistil.errors as errors
+from geodistil import errors
+from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec
 from geodistil.errors import (
-    ConfigError, GeodistilError, RerunSampleError, RetryableSampleError, SandboxUnavailable, StoreError,
-    TeacherError, TeacherUnreachable, error_class,
+    ConfigError,
+    GeodistilError,
+    RerunSampleError,
+    RetryableSampleError,
+    SandboxUnavailable,
+    StoreError,
+    TeacherError,
+    TeacherUnreachable,
+    error_class,
 )
 from geodistil.generate import FailFast, StorageSpec, stops_run
-from geodistil.config import RolloutSettings
 from tasks.generation import SampleJob, _retry_transient_only
 
 

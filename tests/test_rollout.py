@@ -11,24 +11,35 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
 
 import geodistil.sandbox
-from geodistil.config import GenerationConfig, RolloutSettings, TeacherConfig, ToolsConfig
+from geodistil.config import (
+    GenerationConfig,
+    RolloutSettings,
+    TeacherConfig,
+    ToolsConfig,
+)
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.errors import SandboxError, StoreError, TeacherError, TeacherLimitReached, error_class
+from geodistil.errors import (
+    SandboxError,
+    StoreError,
+    TeacherError,
+    TeacherLimitReached,
+    error_class,
+)
 from geodistil.generate import FailFast, is_retryable, is_unfinished, run_one
 from geodistil.profiles import PROFILES
 from geodistil.rollout import NUDGE, Rollout, RolloutContext, rollout
 from geodistil.sim import make_demo_dataset
 from geodistil.store import TraceStore
+from geodistil.teacher import TeacherReply
 from geodistil.tools import build_tools
 from geodistil.tools.base import ToolOutput
 from geodistil.trace import TraceRecord, Usage
-from geodistil.teacher import TeacherReply
 
 ANSWER = "It is Paris. \\boxed{48.8566, 2.3522}"
 ZOOM = {"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, 200, 200]}}
@@ -197,7 +208,8 @@ class BrokenSandboxTool:
 
     name = "python_code_tool"
     description = "run code"
-    parameters = {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}
 
     def apply(self, image: Image.Image, arguments: dict[str, Any]) -> ToolOutput:
         raise SandboxError("a sandbox worker failed and was replaced: BrokenPipeError: [Errno 32] Broken pipe")
