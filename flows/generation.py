@@ -45,7 +45,8 @@ from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, Tea
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.errors import StoreError, TaskFailed
 from geodistil.generate import (
-    SUMMARY, Budget, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of, write_outputs,
+    SUMMARY, Budget, FailFast, SampleRange, StorageSpec, is_unfinished, plan_keys, stop_reason_of,
+    write_outputs_or_stop,
 )
 from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
@@ -173,7 +174,7 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
 @task(name="write-run-outputs", cache_policy=NO_CACHE)
 async def write_run_outputs(storage: StorageSpec, records: list[TraceRecord], extra: dict[str, Any]) -> dict[str, Any]:
     """The ordered manifest and the summary, from the records (no trace is read again)."""
-    return await asyncio.to_thread(write_outputs, storage.store(), records, extra)
+    return await write_outputs_or_stop(storage.store(), records, extra)
 
 
 @flow(name="geodistil-generate", log_prints=False)

@@ -203,31 +203,39 @@ async def run_one(dataset: GeoDataset, sample_index: int, rollout_index: int, ct
     try:
         name = await asyncio.to_thread(store.write_trace, trace, ctx.settings.generation.rollouts_per_sample)
     except OSError as exc:
-        raise StoreError(f"sample {sample_index}: cannot write its trace to {store.url}: "
-                         f"{exc.strerror or type(exc).__name__}") from exc
+        raise unwritable(store, f"the trace of sample {sample_index}", exc) from exc
     return TraceRecord.of(trace, name)
 
 
 def write_outputs(store: TraceStore, records: Iterable[TraceRecord], extra: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """Write the ordered manifest and the summary; return the summary. ``StoreError`` if the store
-    cannot take them (a full disk)."""
+    """Write the ordered manifest and the summary; return the summary."""
     ordered = sorted(records, key=lambda r: (r.sample_index, r.rollout_index))
     builder = SummaryBuilder()
     for record in ordered:
         builder.add(record)
     summary = {**builder.result(), **(extra or {})}
-    try:
-        store.write_json(MANIFEST, {
-            "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
-                        "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
-            **(extra or {}),
-        })
-        store.write_json(SUMMARY, summary)
-    except OSError as exc:
-        raise StoreError(f"cannot write the manifest and summary to {store.url}: "
-                         f"{exc.strerror or type(exc).__name__}") from exc
+    store.write_json(MANIFEST, {
+        "traces": [{"name": r.name, "sample_index": r.sample_index, "rollout_index": r.rollout_index,
+                    "ok": r.ok, "error_kind": r.error_kind, "error": r.error} for r in ordered],
+        **(extra or {}),
+    })
+    store.write_json(SUMMARY, summary)
     return summary
+
+
+async def write_outputs_or_stop(store: TraceStore, records: Iterable[TraceRecord], extra: dict[str, Any]
+                                ) -> dict[str, Any]:
+    """``write_outputs`` off the event loop; ``StoreError`` if the store cannot take them (a full disk)."""
+    try:
+        return await asyncio.to_thread(write_outputs, store, records, extra)
+    except OSError as exc:
+        raise unwritable(store, "the manifest and summary", exc) from exc
+
+
+def unwritable(store: TraceStore, what: str, exc: OSError) -> StoreError:
+    """The one line for a store that refused a write (``No space left on device``, ``Permission denied``)."""
+    return StoreError(f"cannot write {what} to {store.url}: {exc.strerror or type(exc).__name__}")
 
 
 async def generate(
@@ -256,7 +264,7 @@ async def generate(
     requested = 0
     fail_fast = FailFast(budget=Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total))
     stopped: list[str] = []  # why workers stopped starting samples
-    unwritable: list[StoreError] = []  # the store failed: no summary can be written either
+    store_failures: list[StoreError] = []  # the store refused a trace: no summary can be written either
 
     ctx = RolloutContext.create(settings)
     try:
@@ -277,7 +285,7 @@ async def generate(
                     try:
                         record = await run_one(ds, index, r, ctx, store)
                     except StoreError as exc:
-                        unwritable.append(exc)
+                        store_failures.append(exc)
                         fail_fast.rejected = fail_fast.rejected or str(exc)  # every worker stops starting samples
                         return
                 fail_fast.add(record, started)
@@ -288,10 +296,10 @@ async def generate(
         await asyncio.gather(*(worker() for _ in range(settings.generation.max_concurrency)))
     finally:
         await ctx.close()
-    if unwritable:
-        raise unwritable[0]
+    if store_failures:
+        raise store_failures[0]
     extra = {"dataset_path": ds.path, "dataset_fingerprint": ds.fingerprint, "settings_fingerprint": fingerprint,
              "generated": requested, "reused": len(records) - requested}
     if why := fail_fast.rejected or (stopped[0] if stopped else None):
         extra["stopped"] = why
-    return await asyncio.to_thread(write_outputs, store, records, extra)
+    return await write_outputs_or_stop(store, records, extra)

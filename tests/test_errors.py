@@ -125,6 +125,23 @@ def test_a_run_whose_store_fills_up_stops_starting_samples_with_one_line(tmp_pat
         with pytest.raises(StoreError) as raised:
             asyncio.run(generate(DatasetSpec(path=demo), StorageSpec(url=str(tmp_path / "out")), settings))
         answers = server.stats()["answers"]
-    assert str(raised.value).endswith("cannot write its trace to " + str(tmp_path / "out") + ": No space left on device")
+    assert str(raised.value) in (f"cannot write the trace of sample {i} to {tmp_path / 'out'}: No space left on device"
+                                 for i in range(8))
     assert "\n" not in str(raised.value)
     assert 1 <= answers <= 2  # the samples in flight when the store failed; none started after
+
+
+def test_a_store_that_cannot_take_the_summary_says_so_in_one_line(tmp_path, monkeypatch):
+    import asyncio
+    import errno
+
+    from geodistil.generate import write_outputs_or_stop
+    from geodistil.store import TraceStore
+
+    def read_only(self, name: str, data: bytes) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(TraceStore, "write_bytes", read_only)
+    store = TraceStore(str(tmp_path))
+    with pytest.raises(StoreError, match=r"^cannot write the manifest and summary to .*: Read-only file system$"):
+        asyncio.run(write_outputs_or_stop(store, [], {}))

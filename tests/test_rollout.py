@@ -253,5 +253,5 @@ def test_a_full_disk_stops_with_a_store_error_naming_the_sample(dataset, tmp_pat
     ctx = context(ScriptedTeacher([ANSWER]))
     with pytest.raises(StoreError) as raised:
         asyncio.run(run_one(dataset, 0, 0, ctx, store))
-    assert str(raised.value) == f"sample 0: cannot write its trace to {store.url}: No space left on device"
+    assert str(raised.value) == f"cannot write the trace of sample 0 to {store.url}: No space left on device"
     assert raised.value.stops_run and not raised.value.retryable
