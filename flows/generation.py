@@ -43,7 +43,8 @@ from prefect.utilities.annotations import quote
 from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.generate import Budget, FailFast, is_unfinished, plan_keys, stop_reason_of, write_outputs
+from geodistil.errors import StoreError, TaskFailed
+from geodistil.generate import Budget, FailFast, is_unfinished, plan_keys, stop_reason_of, write_outputs_or_stop
 from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
 from geodistil.store import SUMMARY, RunLock, SampleRange, StorageSpec, TraceStore
@@ -56,15 +57,20 @@ Runner = Literal["local", "dask"]
 
 
 def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> TraceRecord:
-    """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way."""
+    """A failed task's record: the error trace it wrote, else a stand-in; worth retrying either way.
+
+    The stand-in's ``error_kind`` is the task's own error where this process still holds it (a
+    ``StoreError``: the trace could not be written, which stops the run), else ``TaskFailed``'s."""
     try:
         record = TraceRecord.of(store.read_trace(job.name), job.name)
         if is_unfinished(record):
             return record
     except Exception:
         pass  # no trace, a torn one, or one left by an earlier run: the stand-in tells the truth
+    raised = getattr(state.data, "result", state.data)  # a result record holds the exception until persisted
+    error = raised if isinstance(raised, StoreError) else TaskFailed(str(state.message))
     return TraceRecord(name=job.name, sample_index=job.sample_index, rollout_index=job.rollout_index,
-                       ok=False, error_kind="internal_error:task_failed", error=str(state.message))
+                       ok=False, error_kind=error.error_kind, error=str(error))
 
 
 async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
@@ -165,7 +171,7 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
 @task(name="write-run-outputs", cache_policy=NO_CACHE)
 async def write_run_outputs(storage: StorageSpec, records: list[TraceRecord], extra: dict[str, Any]) -> dict[str, Any]:
     """The ordered manifest and the summary, from the records (no trace is read again)."""
-    return await asyncio.to_thread(write_outputs, storage.store(), records, extra)
+    return await write_outputs_or_stop(storage.store(), records, extra)
 
 
 @flow(name="geodistil-generate", log_prints=False)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
 from geodistil.dialects import dialect_named
+from geodistil.errors import ExportSkip as Skip
 from geodistil.errors import GeodistilError
 from geodistil.images import encode, pixel_sha256
 from geodistil.scan import ScannedTrace, scan
@@ -142,10 +143,6 @@ class Rebuilt:
     turns: list[Turn]
     images: dict[int, Image.Image]  # ref -> image, checked against the trace's sha256
     hashes: dict[int, str]  # ref -> that sha256
-
-
-class Skip(GeodistilError):
-    """A trace that cannot be exported; the message says why."""
 
 
 def _dataset_for(trace: Trace, override: DatasetSpec | None) -> GeoDataset:

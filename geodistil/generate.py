@@ -15,7 +15,7 @@ from typing import Any
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import TeacherRejected, TeacherUnreachable, TraceError, error_class
+from geodistil.errors import ConfigError, StoreError, TeacherRejected, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import ManifestRow, RunFacts, SampleRange, StorageSpec, TraceStore, trace_name
@@ -37,6 +37,13 @@ def is_unfinished(record: TraceRecord) -> bool:
     rejected request or a limit does not; a transient error or a bad key does)."""
     cls = error_class(record.error_kind)
     return not record.ok and cls is not None and cls.rerun
+
+
+def stops_run(record: TraceRecord) -> bool:
+    """A sample failed by something no later sample escapes (the teacher unreachable past
+    ``max_outage_s``, no code sandbox on this machine, a store that cannot be written)."""
+    cls = error_class(record.error_kind)
+    return not record.ok and cls is not None and cls.stops_run
 
 
 class Budget:
@@ -79,7 +86,8 @@ class FailFast:
     rejected by the teacher the same way (a 4xx no retry fixes: a bad flag, a bad key, a
     wrong model name), so every later one would be too. Judged once, on those first samples:
     a run that got going is never stopped by that. At any time, a sample failed because the
-    teacher was unreachable for longer than ``max_outage_s`` stops the run too.
+    teacher was unreachable for longer than ``max_outage_s``, or any other failure whose class
+    ``stops_run`` (no code sandbox here, a store that cannot be written), stops the run too.
     """
 
     def __init__(self, after: int = FAIL_FAST_AFTER, budget: Budget | None = None) -> None:
@@ -98,7 +106,7 @@ class FailFast:
         self.budget.add(record, started)
         if not started:
             return
-        if self.rejected is None and error_class(record.error_kind) is TeacherUnreachable:
+        if self.rejected is None and stops_run(record):
             self.rejected = record.error
             log.error("%s", self.rejected)
         if len(self._first) >= self.after:
@@ -111,11 +119,11 @@ class FailFast:
 
 
 def stop_reason_of(records: list[TraceRecord]) -> str | None:
-    """The one-line reason to stop, if the teacher was unreachable for too long or ``records``
-    were all rejected by it with one kind."""
-    unreachable = next((r for r in records if error_class(r.error_kind) is TeacherUnreachable), None)
-    if unreachable is not None:
-        return unreachable.error
+    """The one-line reason to stop, if one of ``records`` failed in a way that ``stops_run`` or
+    they were all rejected by the teacher with one kind."""
+    fatal = next((r for r in records if stops_run(r)), None)
+    if fatal is not None:
+        return fatal.error
     kinds = {r.error_kind for r in records}
     cls = error_class(next(iter(kinds))) if len(kinds) == 1 else None
     if not records or any(r.ok for r in records) or cls is None or not issubclass(cls, TeacherRejected):
@@ -144,9 +152,15 @@ def finished_record(store: TraceStore, name: str, settings_fingerprint: str) -> 
 
 async def run_one(dataset: GeoDataset, sample_index: int, rollout_index: int, ctx: RolloutContext,
                   store: TraceStore) -> TraceRecord:
-    """Roll out one (sample, rollout), write its trace atomically, return its small record."""
+    """Roll out one (sample, rollout), write its trace atomically, return its small record.
+
+    Raises ``StoreError`` when the trace cannot be written (a full disk): no record can say so.
+    """
     trace = await rollout(dataset, sample_index, rollout_index, ctx)
-    name = await asyncio.to_thread(store.write_trace, trace, ctx.settings.generation.rollouts_per_sample)
+    try:
+        name = await asyncio.to_thread(store.write_trace, trace, ctx.settings.generation.rollouts_per_sample)
+    except OSError as exc:
+        raise unwritable(store, f"the trace of sample {sample_index}", exc) from exc
     return TraceRecord.of(trace, name)
 
 
@@ -164,6 +178,20 @@ def write_outputs(store: TraceStore, records: Iterable[TraceRecord],
     return summary.to_json()
 
 
+async def write_outputs_or_stop(store: TraceStore, records: Iterable[TraceRecord],
+                                facts: RunFacts | Mapping[str, Any]) -> dict[str, Any]:
+    """``write_outputs`` off the event loop; ``StoreError`` if the store cannot take them (a full disk)."""
+    try:
+        return await asyncio.to_thread(write_outputs, store, records, facts)
+    except OSError as exc:
+        raise unwritable(store, "the manifest and summary", exc) from exc
+
+
+def unwritable(store: TraceStore, what: str, exc: OSError) -> StoreError:
+    """The one line for a store that refused a write (``No space left on device``, ``Permission denied``)."""
+    return StoreError(f"cannot write {what} to {store.url}: {exc.strerror or type(exc).__name__}")
+
+
 async def generate(
     dataset: DatasetSpec,
     storage: StorageSpec,
@@ -177,7 +205,8 @@ async def generate(
     When the teacher rejects the first samples alike (``FailFast``), has been unreachable
     for longer than ``max_outage_s``, or the budget would be passed (``Budget``), no further
     sample is started and the summary's
-    ``stopped`` says why; the same command resumes the run.
+    ``stopped`` says why; the same command resumes the run. A store that cannot be written
+    (a full disk) stops the run too, with ``StoreError``.
     """
     ds = await asyncio.to_thread(open_dataset, dataset)
     store = storage.store()
@@ -189,6 +218,7 @@ async def generate(
     requested = 0
     fail_fast = FailFast(budget=Budget(settings.teacher.max_cost_usd, settings.teacher.max_tokens_total))
     stopped: list[str] = []  # why workers stopped starting samples
+    store_failures: list[StoreError] = []  # the store refused a trace: no summary can be written either
 
     ctx = RolloutContext.create(settings)
     try:
@@ -206,7 +236,12 @@ async def generate(
                         return
                     requested += 1
                     fail_fast.budget.start()
-                    record = await run_one(ds, index, r, ctx, store)
+                    try:
+                        record = await run_one(ds, index, r, ctx, store)
+                    except StoreError as exc:
+                        store_failures.append(exc)
+                        fail_fast.rejected = fail_fast.rejected or str(exc)  # every worker stops starting samples
+                        return
                 fail_fast.add(record, started)
                 records.append(record)
                 if on_record is not None:
@@ -215,7 +250,9 @@ async def generate(
         await asyncio.gather(*(worker() for _ in range(settings.generation.max_concurrency)))
     finally:
         await ctx.close()
+    if store_failures:
+        raise store_failures[0]
     why = fail_fast.rejected or (stopped[0] if stopped else None)
     facts = RunFacts(dataset_path=ds.path, dataset_fingerprint=ds.fingerprint, settings_fingerprint=fingerprint,
                      generated=requested, reused=len(records) - requested, **({"stopped": why} if why else {}))
-    return await asyncio.to_thread(write_outputs, store, records, facts)
+    return await write_outputs_or_stop(store, records, facts)

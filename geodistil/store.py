@@ -32,7 +32,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from geodistil.errors import ConfigError, GeodistilError, TraceError
+from geodistil.errors import ConfigError, StoreLockedError, TraceError
 from geodistil.trace import Trace
 
 # -- well-known file names ------------------------------------------------------------------
@@ -403,10 +403,6 @@ class TraceStore:
 
 
 # the run lock ----------------------------------------------------------------------------
-class StoreLockedError(GeodistilError):
-    """Another run holds the store's lock."""
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, open_dataset
-from geodistil.errors import GeodistilError
+from geodistil.errors import GeodistilError, RerunSampleError, RetryableSampleError
 from geodistil.generate import finished_record, is_retryable, is_unfinished, run_one
 from geodistil.store import StorageSpec, TraceStore, trace_name
 from geodistil.trace import TraceRecord
@@ -54,19 +54,11 @@ class SampleJob(BaseModel):
         return trace_name(self.sample_index, self.rollout_index, self.settings.generation.rollouts_per_sample)
 
 
-class RetryableSampleError(GeodistilError):
-    """The sample's trace was written with a transient error: let Prefect retry the task.
-    A rejected request (4xx) or a teacher limit is no such error: the task completes with its record."""
-
-
-class RerunSampleError(GeodistilError):
-    """The sample's trace was written with an error no retry within this run fixes but a re-run may
-    (a rejected key, a teacher unreachable past ``max_outage_s``): the task fails, so no result is
-    cached for the re-run to find, and ``_retry_transient_only`` keeps Prefect from retrying it."""
-
-
 def _retry_transient_only(task: Any, task_run: Any, state: State) -> bool:
-    return not isinstance(state.data, RerunSampleError)
+    """Retry what the error's class calls retryable (``RetryableSampleError``; an unexpected
+    exception is an internal error, worth another try); never ``RerunSampleError`` or ``StoreError``."""
+    error = state.data
+    return not isinstance(error, GeodistilError) or error.retryable
 
 
 def sample_cache_key(job: SampleJob) -> str:

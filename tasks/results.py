@@ -23,6 +23,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileS
 from prefect.serializers import Serializer
 from pydantic import Field
 
+from geodistil.errors import UntrustedResultError
 from geodistil.store import RESULTS_DIR, StorageSpec
 from geodistil.trace import TraceRecord
 
@@ -44,10 +45,6 @@ class TraceRecordSerializer(Serializer):  # type: ignore[type-arg]  # Serializer
     def loads(self, blob: bytes) -> TraceRecord | RuntimeError:
         failed = json.loads(blob).get("failed")
         return RuntimeError(failed) if isinstance(failed, str) else TraceRecord.model_validate_json(blob)
-
-
-class UntrustedResultError(ValueError):
-    """A result file in the store that this code did not write: ignored (a cache miss)."""
 
 
 _TRUSTED_SERIALIZER = TraceRecordSerializer().model_dump(mode="json")

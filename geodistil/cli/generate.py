@@ -152,8 +152,8 @@ def run(
     """Generate traces with the Prefect generation flow (on a temporary local Prefect server unless
     PREFECT_API_URL is set). One run at a time per output store."""
     from geodistil.cli.runfile import run_params
-    from geodistil.errors import ConfigError
-    from geodistil.store import StoreLockedError, raise_if_locked
+    from geodistil.errors import ConfigError, StoreError
+    from geodistil.store import raise_if_locked
 
     flags = {
         "dataset": dataset, "output": output, "chunk_size": chunk_size, "refresh": refresh or None,
@@ -191,7 +191,7 @@ def run(
             total = _planned_traces(params)  # the dataset and the range, before the teacher is asked anything
             _check_teacher(params)
             summary, failure = _run_with_progress(params, total)
-        except StoreLockedError as exc:
+        except StoreError as exc:  # another run holds the store, or it cannot be written (a full disk)
             console.print(escape(str(exc)), style="red", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except ConfigError as exc:  # e.g. the temporary Prefect server could not start

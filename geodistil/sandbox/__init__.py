@@ -9,7 +9,7 @@ Public API::
 The code never runs in the geodistil process. A process-wide pool of zygotes (started lazily,
 closed at exit) forks one child per call; the child applies the isolation layers listed in
 ``check.SandboxReport`` and ``lockdown.py`` before it runs anything. Where a layer cannot be
-applied on this machine, ``run_code`` raises ``SandboxError`` unless the user accepted weaker
+applied on this machine, ``run_code`` raises ``SandboxUnavailable`` (a ``SandboxError``) unless the user accepted weaker
 isolation (``GEODISTIL_SANDBOX_ALLOW_WEAK=1`` or ``configure(allow_weak=True)``).
 See docs/sandbox.md.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from geodistil.errors import SandboxError
+from geodistil.errors import SandboxError, SandboxUnavailable
 from geodistil.sandbox.check import Layer, SandboxReport, parent_layers, parse_probe, probe_job
 from geodistil.sandbox.pool import ZygotePool
 from geodistil.sandbox.protocol import JOB_ALLOW_WEAK, MAX_CODE_BYTES, Job, ProtocolError, check_size
@@ -101,7 +101,7 @@ def _probe(pool: ZygotePool, settings: SandboxSettings) -> SandboxReport:
 
 def _started() -> tuple[ZygotePool, SandboxReport, SandboxSettings]:
     if not sys.platform.startswith("linux"):
-        raise SandboxError(f"the code sandbox needs Linux (Landlock, seccomp, memfd); this is {sys.platform}")
+        raise SandboxUnavailable(f"the code sandbox needs Linux (Landlock, seccomp, memfd); this is {sys.platform}")
     with _state.lock:
         if _state.pool is None or _state.report is None:
             if not _state.hooks_registered:  # here, not at import: zygotes import this package too
@@ -136,7 +136,7 @@ def run_code(code: str, image: Image.Image, timeout: float = 10.0) -> SandboxRes
         return SandboxResult(False, None, "", f"input {problem}")
     pool, report, settings = _started()
     if not report.usable:
-        raise SandboxError(f"code sandbox is missing layers {report.missing}; {WEAK_HINT}")
+        raise SandboxUnavailable(f"code sandbox is missing layers {report.missing}; {WEAK_HINT}")
     job = Job(pool.next_job_id(), float(timeout), settings.memory_bytes,
               JOB_ALLOW_WEAK if settings.allow_weak else 0, code_bytes, wire.mode, wire.width, wire.height)
     return pool.submit(job, wire, lambda reply, window: interpret(

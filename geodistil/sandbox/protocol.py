@@ -18,7 +18,8 @@ Layer "result validation": nothing from the child is ever unpickled or evaluated
 reads integers, UTF-8 text and pixel bytes, and checks every length, the mode and the size
 against the limits below before it builds an image.
 
-Only the standard library is imported here: the zygote loads this module too.
+Only the standard library (and ``geodistil.errors``, itself standard library only) is imported
+here: the zygote loads this module too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import select
 import struct
 import time
 from dataclasses import dataclass
+
+from geodistil.errors import ProtocolError
 
 MAX_CODE_BYTES = 100_000
 MAX_SIDE = 16_384
@@ -64,10 +67,6 @@ _REPLY = struct.Struct("<4sIB3xidI")
 _JOB_MAGIC, _RESULT_MAGIC, _REPLY_MAGIC = b"GDJ1", b"GDC1", b"GDR1"
 RESULT_HEADER_BYTES = _RESULT.size
 MAX_RESULT_BYTES = _RESULT.size + MAX_STDOUT_BYTES + MAX_ERROR_BYTES  # up to the pixels
-
-
-class ProtocolError(ValueError):
-    """A frame broke the protocol: wrong magic, a length out of bounds, a torn stream."""
 
 
 def pixel_bytes(mode: str, width: int, height: int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from geodistil.errors import SandboxError
+from geodistil.errors import SandboxError, SandboxUnavailable
 from geodistil.sandbox.protocol import (
     ALL_CHILD_LAYERS, CHILD_LAYERS, STATUS_CODE_ERROR, STATUS_OK, STATUS_REFUSED, VERDICT_EXITED,
     VERDICT_OVERSIZE, VERDICT_SIGNALED, VERDICT_TIMEOUT, ProtocolError, Reply, decode_result,
@@ -61,10 +61,10 @@ def interpret(reply: Reply, window: memoryview, *, timeout_s: float, memory_byte
     except ProtocolError as exc:  # only code that wrote to the pipe itself gets here
         return _failure(f"the sandbox received a malformed result: {exc}", reply)
     if result.status == STATUS_REFUSED:
-        raise SandboxError(f"{result.error}; {WEAK_HINT}")
+        raise SandboxUnavailable(f"{result.error}; {WEAK_HINT}")
     if result.layers != ALL_CHILD_LAYERS and not allow_weak:
         missing = [name for i, name in enumerate(CHILD_LAYERS) if not result.layers >> i & 1]
-        raise SandboxError(f"a sandbox child ran without layers {missing}; {WEAK_HINT}")
+        raise SandboxUnavailable(f"a sandbox child ran without layers {missing}; {WEAK_HINT}")
     if result.status == STATUS_CODE_ERROR:
         return _failure(result.error, reply, result.stdout)
     if result.status != STATUS_OK:

@@ -12,14 +12,12 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from geodistil.errors import QueryError
+
 # sort name in the URL -> index column
 SORT_KEYS = {"sample": "sample", "reward": "reward", "distance": "distance", "turns": "turns",
              "tools": "tool_calls", "tool_errors": "tool_errors"}
 MAX_PER_PAGE = 500
-
-
-class QueryError(ValueError):
-    """A query string the list cannot answer (answered with 400)."""
 
 
 class TraceQuery(BaseModel):
