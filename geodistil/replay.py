@@ -61,6 +61,7 @@ class Rebuilt:
     checks: list[ImageCheck] = field(default_factory=list)
     error: str | None = None  # why replay failed (nothing was rebuilt)
     skipped: str | None = None  # why there is nothing to replay (an error trace without image)
+    dataset_error: bool = False  # the error is the dataset's, which could not be opened (it names no sample)
 
     @property
     def ok(self) -> bool:
@@ -173,7 +174,12 @@ def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
     if trace.preprocess is None:
         return Rebuilt(skipped=trace.error or "the trace records no image")
     try:
-        images = rebuild_images(trace, dataset)
+        source = dataset_for(trace, dataset)
+    except Exception as exc:  # a dataset that cannot be opened: this trace's failure, the caller goes on
+        why = str(exc) if isinstance(exc, GeodistilError) else f"{type(exc).__name__}: {exc}"
+        return Rebuilt(error=why, dataset_error=True)
+    try:
+        images = rebuild_images(trace, source)
     except ReplayError as exc:
         return Rebuilt(error=str(exc))
     return Rebuilt(images=images, checks=check_images(trace, images))
@@ -274,7 +280,10 @@ def verify_trace(trace: Trace, name: str = "", dataset: DatasetChoice = None) ->
     result = ReplayResult(name=name or f"sample {trace.sample_index}", skipped=rebuilt.skipped)
     if rebuilt.error is None and rebuilt.skipped is None and len(rebuilt.images) != len(trace.images):
         result.mismatches.append(f"rebuilt {len(rebuilt.images)} images, the trace records {len(trace.images)}")
-    result.mismatches.extend(rebuilt.problems())
+    if rebuilt.dataset_error:
+        result.mismatches.append(f"sample {trace.sample_index}: {rebuilt.error}")
+    else:
+        result.mismatches.extend(rebuilt.problems())
     result.images = sum(c.ok for c in rebuilt.checks)
     return result
 

@@ -21,8 +21,8 @@ from geodistil.tools.zoom import ZoomInTool
 # of the settings fingerprint and recorded in every trace, so replay can say why hashes differ
 TOOLS_VERSION = "2"
 
-__all__ = ["TOOLS_VERSION", "Tool", "ToolError", "ToolKind", "ToolOutput", "build_tools", "openai_tool_specs",
-           "input_ref_of", "tool_from_settings", "TOOL_NAMES"]
+__all__ = ["TOOLS_VERSION", "TOOL_NAMES", "Tool", "ToolError", "ToolKind", "ToolOutput", "build_tools",
+           "input_ref_of", "openai_tool_specs", "tool_from_settings"]
 
 
 def _python_code_tool() -> ToolKind:

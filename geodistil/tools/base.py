@@ -18,7 +18,7 @@ from geodistil.errors import ToolError
 if TYPE_CHECKING:
     from geodistil.config import ToolsConfig
 
-__all__ = ["Tool", "ToolKind", "ToolOutput", "ToolError", "input_ref_of"]
+__all__ = ["Tool", "ToolError", "ToolKind", "ToolOutput", "input_ref_of"]
 
 
 @dataclass
