@@ -79,7 +79,7 @@ def check_images(trace: Trace, images: list[Image.Image]) -> list[ImageCheck]:
     """Check every rebuilt image against ``images[k]`` (size, sha256) and the call's ``output_sha256``."""
     recorded = {r.ref: r for r in trace.images}
     by_output = {c.output_ref: c.output_sha256 for c in trace.tool_calls_log
-                 if c.success and c.output_ref is not None}
+                 if c.success and c.output_ref is not None and c.output_sha256 is not None}
     made_with = trace.teacher.tools_version if trace.teacher else ""
     why = f" (the trace was made with tools version {made_with or '1'}, this is {TOOLS_VERSION})" \
         if made_with != TOOLS_VERSION else ""
@@ -93,11 +93,11 @@ def check_images(trace: Trace, images: list[Image.Image]) -> list[ImageCheck]:
             check.problem = f"image {ref}: the trace records it but replay did not rebuild it"
         elif record is None:
             check.problem = f"image {ref}: rebuilt, but the trace records no hash for it"
-        elif ref in by_output and by_output[ref] != record.sha256:
-            check.expected = None  # the trace contradicts itself: no image can pass
-            check.problem = f"image {ref}: the tool call's output_sha256 differs from the recorded sha256"
         elif image.size != tuple(record.size) or actual != record.sha256:
             check.problem = f"image {ref}: pixels differ from the recorded sha256{why}"
+        elif ref in by_output and by_output[ref] != record.sha256:
+            check.expected = None  # the trace contradicts itself: no image can pass
+            check.problem = f"image {ref}: its tool call's output_sha256 {by_output[ref]} is not the recorded sha256"
         checks.append(check)
     return checks
 
