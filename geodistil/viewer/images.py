@@ -13,7 +13,7 @@ from collections.abc import Callable
 from geodistil.replay import LRU, PngCache, Rebuilt, rebuild
 from geodistil.trace import Trace
 
-__all__ = ["ImageCache", "Rebuilt"]
+__all__ = ["ImageCache"]
 
 
 class ImageCache:
