@@ -55,7 +55,7 @@ def build_tools(config: ToolsConfig) -> dict[str, Tool]:
 
 def tool_from_settings(name: str, settings: dict[str, Any]) -> Tool:
     """The tool ``name`` as a trace recorded it (``Tool.settings()``)."""
-    return _kind(name).from_settings(settings)
+    return _kind(name)(**settings)
 
 
 def openai_tool_specs(tools: dict[str, Tool]) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """What a tool is: a name, a JSON schema, a pure ``apply(image, arguments)`` and its settings.
 
 A tool's settings are whatever besides the arguments decides its output (zoom's box
-convention, the code tool's time limit). The tool says them itself (``settings()``); every
-trace records them, and replay builds the tool back from them (``from_settings``), so a trace
-replays with what ran, whatever today's defaults are.
+convention, the code tool's time limit). The tool says them itself (``settings()``, its
+constructor's keyword arguments as JSON); every trace records them, and replay builds the
+tool back from them (``Kind(**settings)``), so a trace replays with what ran, whatever
+today's defaults are.
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ class Tool(Protocol):
         ...
 
     def settings(self) -> dict[str, Any]:
-        """What the tool runs with besides the arguments, as JSON: recorded in every trace."""
+        """What the tool runs with besides the arguments, as JSON keyword arguments of its class:
+        recorded in every trace, and ``type(tool)(**tool.settings()) == tool``."""
         ...
 
 
 class ToolKind(Protocol):
-    """A tool's class, as the registry keeps it: built from the run's config, or from a trace."""
+    """A tool's class, as the registry keeps it: built from the run's config, or from a trace's settings."""
 
     def from_config(self, config: ToolsConfig) -> Tool: ...
 
-    def from_settings(self, settings: dict[str, Any]) -> Tool: ...
+    def __call__(self, **settings: Any) -> Tool: ...
 
 
 def input_ref_of(arguments: dict[str, Any], available: int) -> int:

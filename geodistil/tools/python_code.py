@@ -43,10 +43,6 @@ class PythonCodeTool:
     def from_config(cls, config: ToolsConfig) -> PythonCodeTool:
         return cls(timeout_s=config.code_timeout_s)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> PythonCodeTool:
-        return cls(timeout_s=float(settings["timeout_s"]))
-
     def settings(self) -> dict[str, Any]:
         return {"timeout_s": self.timeout_s}  # code that finished in time once must be given as long again
 

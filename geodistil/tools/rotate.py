@@ -24,10 +24,6 @@ class RotateTool:
     def from_config(cls, config: ToolsConfig) -> RotateTool:
         return cls()
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> RotateTool:
-        return cls()
-
     def settings(self) -> dict[str, Any]:
         return {}  # the angle is an argument; nothing else decides the pixels
 

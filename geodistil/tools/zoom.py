@@ -23,9 +23,8 @@ class ZoomInTool:
     def from_config(cls, config: ToolsConfig) -> ZoomInTool:
         return cls(box_convention=config.box_convention)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> ZoomInTool:
-        return cls(box_convention=BoxConvention(settings["box_convention"]))
+    def __post_init__(self) -> None:  # built back from a trace's settings, the convention is a string
+        object.__setattr__(self, "box_convention", BoxConvention(self.box_convention))
 
     def settings(self) -> dict[str, Any]:
         return {"box_convention": self.box_convention.value}
