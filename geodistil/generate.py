@@ -15,7 +15,7 @@ from typing import Any
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec, GeoDataset, open_dataset
-from geodistil.errors import ConfigError, StoreError, TeacherRejected, TraceError, error_class
+from geodistil.errors import StoreError, TeacherRejected, TraceError, error_class
 from geodistil.rollout import RolloutContext, rollout
 from geodistil.stats import SummaryBuilder
 from geodistil.store import ManifestRow, RunFacts, SampleRange, StorageSpec, TraceStore, trace_name

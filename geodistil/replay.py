@@ -1,27 +1,248 @@
-"""Rebuilding every image of a trace from the dataset and the tool log, and proving it.
+"""The one replay core: rebuild every image of a trace from the dataset and the tool log, and prove it.
 
-Replay opens the dataset at ``dataset_path``, takes ``sample_index``, decodes and preprocesses
-as recorded, re-applies each successful tool call in order and compares every image's pixel
-hash. A trace that cannot be rebuilt (its dataset moved, a file that is no trace) is that
+``rebuild`` opens the dataset at ``dataset_path`` (or the one a caller names instead), takes
+``sample_index``, decodes and preprocesses as recorded, re-applies each successful tool call
+with the settings the trace recorded, and checks every image's pixel hash against both
+``images[k].sha256`` and the producing call's ``output_sha256``. The replay CLI
+(``verify_trace``), the export and the viewer all read its ``Rebuilt``, so they agree on what
+is bad. A trace that cannot be rebuilt (its dataset moved, a file that is no trace) is that
 trace's failure, named, and never stops the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from PIL import Image
 
 from geodistil.config import BoxConvention, ToolsConfig
 from geodistil.data import DatasetSpec, Decoding, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError, ReplayError, SampleError
-from geodistil.images import pixel_sha256, preprocess
+from geodistil.images import encode, pixel_sha256, preprocess
 from geodistil.scan import scan
 from geodistil.store import TraceStore
-from geodistil.tools import TOOL_NAMES, TOOLS_VERSION, Tool, build_tools
+from geodistil.tools import TOOL_NAMES, TOOLS_VERSION, Tool, build_tools, tool_from_settings
 from geodistil.trace import Preprocess, Trace
 
+# where to replay from: the trace's own dataset (None), an open one, a spec, or a path that
+# stands in for the trace's dataset_path (a copy moved elsewhere; the trace's split is kept)
+DatasetChoice = GeoDataset | DatasetSpec | str | None
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+@dataclass
+class ImageCheck:
+    """One image of a trace: what the trace records and what replay rebuilt."""
+
+    ref: int
+    expected: str | None  # images[ref].sha256; None when missing or the producing call's output_sha256 disagrees
+    actual: str | None  # pixel sha256 of the rebuilt image; None when not rebuilt
+    size: tuple[int, int] | None  # of the rebuilt image
+    problem: str | None = None  # why the check fails, one line
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass
+class Rebuilt:
+    """One trace's images as replay rebuilt them, with each one's check, or why nothing was rebuilt."""
+
+    images: list[Image.Image] = field(default_factory=list)  # ref-indexed: ref 0 is the dataset image as sent
+    checks: list[ImageCheck] = field(default_factory=list)
+    error: str | None = None  # why replay failed (nothing was rebuilt)
+    skipped: str | None = None  # why there is nothing to replay (an error trace without image)
+    dataset_error: bool = False  # the error is the dataset's, which could not be opened (it names no sample)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.skipped is None and all(c.ok for c in self.checks)
+
+    def problems(self, refs: Iterable[int] | None = None) -> list[str]:
+        """One line per problem (for the images ``refs`` only, if given), each naming its image."""
+        if self.error is not None:
+            return [self.error]
+        wanted = None if refs is None else set(refs)
+        return [c.problem for c in self.checks if c.problem is not None and (wanted is None or c.ref in wanted)]
+
+
+def check_images(trace: Trace, images: list[Image.Image]) -> list[ImageCheck]:
+    """Check every rebuilt image against ``images[k]`` (size, sha256) and the call's ``output_sha256``."""
+    recorded = {r.ref: r for r in trace.images}
+    by_output = {c.output_ref: c.output_sha256 for c in trace.tool_calls_log
+                 if c.success and c.output_ref is not None and c.output_sha256 is not None}
+    made_with = trace.teacher.tools_version if trace.teacher else ""
+    why = f" (the trace was made with tools version {made_with or '1'}, this is {TOOLS_VERSION})" \
+        if made_with != TOOLS_VERSION else ""
+    checks = []
+    for ref in range(max(len(images), len(trace.images))):
+        record = recorded.get(ref)
+        image = images[ref] if ref < len(images) else None
+        actual = pixel_sha256(image) if image is not None else None
+        check = ImageCheck(ref, record.sha256 if record else None, actual, image.size if image else None)
+        if image is None:
+            check.problem = f"image {ref}: the trace records it but replay did not rebuild it"
+        elif record is None:
+            check.problem = f"image {ref}: rebuilt, but the trace records no hash for it"
+        elif image.size != tuple(record.size) or actual != record.sha256:
+            check.problem = f"image {ref}: pixels differ from the recorded sha256{why}"
+        elif ref in by_output and by_output[ref] != record.sha256:
+            check.expected = None  # the trace contradicts itself: no image can pass
+            check.problem = f"image {ref}: its tool call's output_sha256 {by_output[ref]} is not the recorded sha256"
+        checks.append(check)
+    return checks
+
+
+# -- rebuilding -----------------------------------------------------------------------------
+
+def dataset_for(trace: Trace, dataset: DatasetChoice = None) -> GeoDataset:
+    """The dataset a trace replays from: its own, or the one the caller names instead."""
+    if isinstance(dataset, GeoDataset):
+        return dataset
+    if isinstance(dataset, DatasetSpec):
+        return open_dataset(dataset)
+    return open_dataset(DatasetSpec(path=dataset or trace.dataset_path, split=trace.dataset_split))
+
+
+def rebuild_images(trace: Trace, dataset: DatasetChoice = None) -> list[Image.Image]:
+    """Every image of the conversation, ref-indexed (ref 0 = the dataset image as sent), unchecked.
+
+    Whatever goes wrong is a ``ReplayError`` naming the sample: a dataset that cannot be opened,
+    a row that no longer decodes, a tool that fails on its recorded arguments.
+    """
+    if trace.preprocess is None:
+        raise ReplayError(f"sample {trace.sample_index}: the trace has no image to replay ({trace.error})")
+    try:
+        return _rebuild(trace, trace.preprocess, dataset)
+    except ReplayError:
+        raise
+    except GeodistilError as exc:  # a SampleError names the sample already
+        raise ReplayError(str(exc) if isinstance(exc, SampleError) else f"sample {trace.sample_index}: {exc}") from exc
+    except Exception as exc:  # a trace is data: one that breaks a tool is its own failure
+        raise ReplayError(f"sample {trace.sample_index}: {type(exc).__name__}: {exc}") from exc
+
+
+def tools_for(trace: Trace) -> dict[str, Tool]:
+    """The tools a trace's successful calls used, built with the settings the trace recorded.
+
+    Traces from before ``tool_settings`` get today's defaults except the recorded box convention.
+    """
+    names = sorted({c.tool_name for c in trace.tool_calls_log if c.success})
+    recorded = trace.teacher.tool_settings if trace.teacher else None
+    if recorded is None:
+        convention = BoxConvention(trace.teacher.box_convention) if trace.teacher else BoxConvention.ABSOLUTE
+        known = tuple(n for n in names if n in TOOL_NAMES)  # an unknown one fails at its call, by name
+        return build_tools(ToolsConfig(enabled=known, box_convention=convention))
+    missing = [n for n in names if n not in recorded]
+    if missing:
+        raise ReplayError(f"sample {trace.sample_index}: the trace records no settings for tools {missing}")
+    return {name: tool_from_settings(name, recorded[name]) for name in names}
+
+
+def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> list[Image.Image]:
+    dataset = dataset_for(trace, choice)
+    if dataset.fingerprint != trace.dataset_fingerprint:
+        raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
+                          f"from the trace's {trace.dataset_fingerprint}: the data changed")
+    sample = dataset.sample(trace.sample_index, Decoding(scale=recorded.decode_scale))
+    images = [preprocess(sample.image, recorded.max_pixels)]
+    tools = tools_for(trace)
+    for call in trace.tool_calls_log:
+        if not call.success:
+            continue
+        if call.output_ref != len(images) or call.input_ref is None or call.input_ref >= len(images):
+            raise ReplayError(f"sample {trace.sample_index}: tool call {call.index} has refs "
+                              f"{call.input_ref}->{call.output_ref} out of order")
+        if call.tool_name not in tools:
+            raise ReplayError(f"sample {trace.sample_index}: tool call {call.index} used {call.tool_name!r}, "
+                              "which this geodistil does not know")
+        images.append(tools[call.tool_name].apply(images[call.input_ref], call.tool_arguments).image)
+    return images
+
+
+def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
+    """Rebuild a trace's images and check each one; never raises for a bad trace (``error`` says why)."""
+    if trace.preprocess is None:
+        return Rebuilt(skipped=trace.error or "the trace records no image")
+    try:
+        source = dataset_for(trace, dataset)
+    except Exception as exc:  # a dataset that cannot be opened: this trace's failure, the caller goes on
+        why = str(exc) if isinstance(exc, GeodistilError) else f"{type(exc).__name__}: {exc}"
+        return Rebuilt(error=why, dataset_error=True)
+    try:
+        images = rebuild_images(trace, source)
+    except ReplayError as exc:
+        return Rebuilt(error=str(exc))
+    return Rebuilt(images=images, checks=check_images(trace, images))
+
+
+# -- the one bounded cache ------------------------------------------------------------------
+
+class LRU(Generic[K, V]):
+    """A bounded, thread-safe least-recently-used map that computes a missing value once per key."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[K, threading.Lock] = {}
+
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:  # made by the caller we waited for
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            value = make()
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.maxsize:
+                    self._items.popitem(last=False)
+                self._key_locks.pop(key, None)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG because it is lossless (the loaded pixels hash like the rebuilt ones); compression
+    level 3 because it is about four times faster than the default for ten percent more bytes."""
+    return encode(image, "PNG", compress_level=3)
+
+
+class PngCache:
+    """PNG bytes by pixel hash for the last few images: a sample's rollouts share their photo."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._cache: LRU[str, bytes] = LRU(size)
+
+    def png(self, image: Image.Image, sha256: str) -> bytes:
+        return self._cache.get_or_make(sha256, lambda: png_bytes(image))
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+# -- the replay command ---------------------------------------------------------------------
 
 @dataclass
 class ReplayResult:
@@ -53,69 +274,17 @@ class ReplaySummary:
         return not self.failures
 
 
-def _tools_for(trace: Trace) -> dict[str, Tool]:
-    convention = BoxConvention(trace.teacher.box_convention) if trace.teacher else BoxConvention.ABSOLUTE
-    names = tuple(sorted({c.tool_name for c in trace.tool_calls_log if c.success and c.tool_name in TOOL_NAMES}))
-    return build_tools(ToolsConfig(enabled=names, box_convention=convention))
-
-
-def rebuild_images(trace: Trace, dataset: GeoDataset | None = None) -> list[Image.Image]:
-    """Every image of the conversation, ref-indexed (ref 0 = the dataset image as sent).
-
-    Whatever goes wrong is a ``ReplayError`` naming the sample: a dataset that cannot be opened,
-    a row that no longer decodes, a tool that fails on its recorded arguments.
-    """
-    if trace.preprocess is None:
-        raise ReplayError(f"sample {trace.sample_index}: the trace has no image to replay ({trace.error})")
-    try:
-        return _rebuild(trace, trace.preprocess, dataset)
-    except ReplayError:
-        raise
-    except GeodistilError as exc:  # a SampleError names the sample already
-        raise ReplayError(str(exc) if isinstance(exc, SampleError) else f"sample {trace.sample_index}: {exc}") from exc
-    except Exception as exc:  # a trace is data: one that breaks a tool is its own failure
-        raise ReplayError(f"sample {trace.sample_index}: {type(exc).__name__}: {exc}") from exc
-
-
-def _rebuild(trace: Trace, recorded: Preprocess, dataset: GeoDataset | None) -> list[Image.Image]:
-    dataset = dataset or open_dataset(DatasetSpec(path=trace.dataset_path, split=trace.dataset_split))
-    if dataset.fingerprint != trace.dataset_fingerprint:
-        raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
-                          f"from the trace's {trace.dataset_fingerprint}: the data changed")
-    sample = dataset.sample(trace.sample_index, Decoding(scale=recorded.decode_scale))
-    images = [preprocess(sample.image, recorded.max_pixels)]
-    tools = _tools_for(trace)
-    for call in trace.tool_calls_log:
-        if not call.success:
-            continue
-        if call.output_ref != len(images) or call.input_ref is None or call.input_ref >= len(images):
-            raise ReplayError(f"sample {trace.sample_index}: tool call {call.index} has refs "
-                              f"{call.input_ref}->{call.output_ref} out of order")
-        images.append(tools[call.tool_name].apply(images[call.input_ref], call.tool_arguments).image)
-    return images
-
-
-def verify_trace(trace: Trace, name: str = "", dataset: GeoDataset | None = None) -> ReplayResult:
-    """Rebuild a trace's images and compare every hash with the recorded one."""
-    result = ReplayResult(name=name or f"sample {trace.sample_index}")
-    if trace.preprocess is None:
-        result.skipped = trace.error or "no image"
-        return result
-    try:
-        images = rebuild_images(trace, dataset)
-    except GeodistilError as exc:
-        result.mismatches.append(str(exc))
-        return result
-    if len(images) != len(trace.images):
-        result.mismatches.append(f"rebuilt {len(images)} images, the trace records {len(trace.images)}")
-    recorded = trace.teacher.tools_version if trace.teacher else ""
-    why = f" (the trace was made with tools version {recorded or '1'}, this is {TOOLS_VERSION})" \
-        if recorded != TOOLS_VERSION else ""
-    for image, record in zip(images, trace.images):
-        if image.size != tuple(record.size) or pixel_sha256(image) != record.sha256:
-            result.mismatches.append(f"image {record.ref}: pixels differ from the recorded sha256{why}")
-        else:
-            result.images += 1
+def verify_trace(trace: Trace, name: str = "", dataset: DatasetChoice = None) -> ReplayResult:
+    """Rebuild a trace's images and compare every hash with the recorded ones."""
+    rebuilt = rebuild(trace, dataset)
+    result = ReplayResult(name=name or f"sample {trace.sample_index}", skipped=rebuilt.skipped)
+    if rebuilt.error is None and rebuilt.skipped is None and len(rebuilt.images) != len(trace.images):
+        result.mismatches.append(f"rebuilt {len(rebuilt.images)} images, the trace records {len(trace.images)}")
+    if rebuilt.dataset_error:
+        result.mismatches.append(f"sample {trace.sample_index}: {rebuilt.error}")
+    else:
+        result.mismatches.extend(rebuilt.problems())
+    result.images = sum(c.ok for c in rebuilt.checks)
     return result
 
 

@@ -75,6 +75,7 @@ class RolloutContext:
             temperature=s.generation.temperature, top_p=s.generation.top_p, max_tokens=s.generation.max_tokens,
             seed=s.generation.seed, max_turns=s.generation.max_turns,
             box_convention=s.tools.box_convention.value, tools=list(self.tools), tools_version=TOOLS_VERSION,
+            tool_settings={name: tool.settings() for name, tool in self.tools.items()},
             settings_fingerprint=s.fingerprint(),
         )
 

@@ -130,6 +130,9 @@ class TeacherInfo(BaseModel):
     box_convention: str
     tools: list[str]
     tools_version: str = ""
+    # each offered tool's own settings (``Tool.settings()``), which replay builds it back from;
+    # None in traces from before the field, which replay rebuilds from box_convention and defaults
+    tool_settings: dict[str, dict[str, Any]] | None = None
     settings_fingerprint: str
 
 

@@ -171,3 +171,70 @@ def test_every_row_of_a_100_x_4_export_loads_and_matches_replay(big_set, tmp_pat
         assert manifest["rows"] == len(curated.trace_names()) and manifest["skipped"] == 0
     ds = datasets.load_from_disk(str(tmp_path / "hf" / "hf"))
     assert assert_rows_match_replay(ds, curated, hf_images) == len(ds)
+
+
+# -- the format registry: a new format is one class ---------------------------------------------
+
+@pytest.fixture()
+def formats():
+    """The registry, restored after the test."""
+    from geodistil.export_formats import FORMATS
+
+    saved = dict(FORMATS)
+    yield FORMATS
+    FORMATS.clear()
+    FORMATS.update(saved)
+
+
+def test_a_format_registered_in_a_test_exports_and_verifies_through_run_export(curated, tmp_path, formats):
+    import base64
+
+    from geodistil.export_formats import ExportFormat, open_image, register_format
+    from geodistil.replay import png_bytes
+
+    @register_format
+    class JsonLines(ExportFormat):  # one row per line, images inline as base64 PNG
+        name = "tiny-jsonl"
+        help = "JSON lines, images inline"
+
+        def write(self, rows, dest, options):
+            lines = []
+            for r in rows:
+                text = " ".join("[img]" if isinstance(p, int) else p for t in r.turns for p in t.parts)
+                pngs = [base64.b64encode(png_bytes(r.images[ref])).decode() for ref in image_refs(r.turns)]
+                lines.append(json.dumps({"text": text, "png": pngs} | r.metadata))
+            dest.write_bytes("tiny/rows.jsonl", "\n".join(lines).encode())
+            return {"rows": len(lines)}
+
+        def load_back(self, dest, cache):
+            return [("tiny", datasets.load_dataset("json", data_files=dest.sub("tiny").url + "/rows.jsonl",
+                                                   split="train", cache_dir=cache))]
+
+        def count_images(self, what, row, dest):
+            return row["text"].count("[img]"), [open_image(base64.b64decode(p)) for p in row["png"]]
+
+    assert "tiny-jsonl" in formats
+    manifest = run_export(curated, TraceStore(str(tmp_path / "export")), ExportConfig(format="tiny-jsonl"))
+    assert manifest["rows"] == len(curated.trace_names()) and manifest["skipped"] == 0
+    assert manifest["verification"]["ok"] and manifest["verification"]["tiny"]["images"] > manifest["rows"]
+    assert (tmp_path / "export" / "export-tiny-jsonl.json").exists()
+
+
+def test_an_unregistered_format_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown export format 'nope'; known: hf, sharegpt"):
+        ExportConfig(format="nope")
+
+
+def test_the_cli_offers_exactly_the_registered_formats(formats):
+    from typer.testing import CliRunner
+
+    from geodistil.cli import app
+    from geodistil.export_formats import ExportFormat, register_format
+
+    @register_format
+    class Extra(ExportFormat):
+        name = "extra"
+        help = "a format added by a test"
+
+    result = CliRunner().invoke(app, ["export", "src", "dest", "--format", "bogus"])
+    assert result.exit_code == 2 and "--format must be one of hf, sharegpt, extra" in result.output

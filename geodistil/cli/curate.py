@@ -13,6 +13,7 @@ from rich.table import Table
 
 from geodistil.cli._app import app, console, fail, print_problems, storage_spec
 from geodistil.curate import FilterConfig  # the filter command's options are read from its rule table
+from geodistil.export_formats import FORMATS
 from geodistil.store import REJECTED, REPORT, SUMMARY
 
 
@@ -216,7 +217,7 @@ def split(
 def export(
     output: str = typer.Argument(..., help="trace folder or s3:// prefix to export"),
     dest: str = typer.Argument(..., help="folder or s3:// prefix for the training data"),
-    format: str = typer.Option("hf", "--format", help="hf (TRL messages + images, Parquet) | sharegpt (LLaMA-Factory)"),
+    format: str = typer.Option("hf", "--format", help=" | ".join(f"{f.name} ({f.help})" for f in FORMATS.values())),
     include_reasoning: bool = typer.Option(False, help="keep the teacher's reasoning in <think>...</think>"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="load the export back and check every image"),
     dataset: Optional[str] = typer.Option(None, help="dataset to replay images from (default: the traces' own)"),
@@ -227,8 +228,8 @@ def export(
     from geodistil.errors import ConfigError
     from geodistil.export import ExportConfig, run_export
 
-    if format not in ("hf", "sharegpt"):
-        raise typer.BadParameter("--format must be hf or sharegpt")
+    if format not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     if dataset:  # a dataset given by hand is checked once, not found wanting by every trace
         try:
             open_dataset(DatasetSpec(path=dataset))

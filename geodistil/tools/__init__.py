@@ -1,8 +1,9 @@
-"""The tool registry: which tools a rollout offers, built from ``ToolsConfig``.
+"""The tool registry: which tools a rollout offers, built from ``ToolsConfig`` or from a trace.
 
-A tool is a name, a JSON schema (``parameters``) and a pure ``apply(image, arguments)``.
-``build_tools`` is the one place that maps names to implementations; the python code tool
-is imported lazily because it starts sandbox workers.
+A tool is a name, a JSON schema (``parameters``), a pure ``apply(image, arguments)`` and the
+settings it ran with (``settings()``, recorded in every trace). ``_KINDS`` is the one place
+that maps names to implementations; the python code tool is imported lazily because it
+starts sandbox workers. docs/extending.md says how to add a tool.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from geodistil.config import ToolsConfig
 from geodistil.errors import ConfigError
-from geodistil.tools.base import Tool, ToolError, ToolOutput, input_ref_of
+from geodistil.tools.base import Tool, ToolError, ToolKind, ToolOutput, input_ref_of
 from geodistil.tools.rotate import RotateTool
 from geodistil.tools.zoom import ZoomInTool
 
@@ -20,29 +21,41 @@ from geodistil.tools.zoom import ZoomInTool
 # of the settings fingerprint and recorded in every trace, so replay can say why hashes differ
 TOOLS_VERSION = "2"
 
-__all__ = ["TOOLS_VERSION", "Tool", "ToolError", "ToolOutput", "build_tools", "openai_tool_specs", "input_ref_of", "TOOL_NAMES"]
+__all__ = ["TOOLS_VERSION", "TOOL_NAMES", "Tool", "ToolError", "ToolKind", "ToolOutput", "build_tools",
+           "input_ref_of", "openai_tool_specs", "tool_from_settings"]
 
 
-def _python_code_tool(config: ToolsConfig) -> Tool:
+def _python_code_tool() -> ToolKind:
     from geodistil.tools.python_code import PythonCodeTool
 
-    return PythonCodeTool(timeout_s=config.code_timeout_s)
+    return PythonCodeTool
 
 
-_FACTORIES: dict[str, Callable[[ToolsConfig], Tool]] = {
-    "image_zoom_in_tool": lambda c: ZoomInTool(box_convention=c.box_convention),
-    "image_rotate_tool": lambda c: RotateTool(),
+_KINDS: dict[str, Callable[[], ToolKind]] = {
+    "image_zoom_in_tool": lambda: ZoomInTool,
+    "image_rotate_tool": lambda: RotateTool,
     "python_code_tool": _python_code_tool,
 }
-TOOL_NAMES = tuple(_FACTORIES)
+TOOL_NAMES = tuple(_KINDS)
+
+
+def _kind(name: str) -> ToolKind:
+    if name not in _KINDS:
+        raise ConfigError(f"unknown tool {name!r}; known: {list(_KINDS)}")
+    return _KINDS[name]()
 
 
 def build_tools(config: ToolsConfig) -> dict[str, Tool]:
     """The enabled tools by name, in the order the config lists them."""
-    unknown = [n for n in config.enabled if n not in _FACTORIES]
+    unknown = [n for n in config.enabled if n not in _KINDS]
     if unknown:
-        raise ConfigError(f"unknown tools {unknown}; known: {list(_FACTORIES)}")
-    return {name: _FACTORIES[name](config) for name in config.enabled}
+        raise ConfigError(f"unknown tools {unknown}; known: {list(_KINDS)}")
+    return {name: _kind(name).from_config(config) for name in config.enabled}
+
+
+def tool_from_settings(name: str, settings: dict[str, Any]) -> Tool:
+    """The tool ``name`` as a trace recorded it (``Tool.settings()``)."""
+    return _kind(name)(**settings)
 
 
 def openai_tool_specs(tools: dict[str, Tool]) -> list[dict[str, Any]]:

@@ -1,15 +1,25 @@
-"""What a tool is: a name, a JSON schema and a pure ``apply(image, arguments)``."""
+"""What a tool is: a name, a JSON schema, a pure ``apply(image, arguments)`` and its settings.
+
+A tool's settings are whatever besides the arguments decides its output (zoom's box
+convention, the code tool's time limit). The tool says them itself (``settings()``, its
+constructor's keyword arguments as JSON); every trace records them, and replay builds the
+tool back from them (``Kind(**settings)``), so a trace replays with what ran, whatever
+today's defaults are.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from PIL import Image
 
 from geodistil.errors import ToolError
 
-__all__ = ["Tool", "ToolOutput", "ToolError", "input_ref_of"]
+if TYPE_CHECKING:
+    from geodistil.config import ToolsConfig
+
+__all__ = ["Tool", "ToolError", "ToolKind", "ToolOutput", "input_ref_of"]
 
 
 @dataclass
@@ -27,8 +37,21 @@ class Tool(Protocol):
     parameters: dict[str, Any]  # JSON schema of the arguments
 
     def apply(self, image: Image.Image, arguments: dict[str, Any]) -> ToolOutput:
-        """Pure: the same image and arguments always give the same pixels. Raises ToolError."""
+        """Pure: the same image, arguments and settings always give the same pixels. Raises ToolError."""
         ...
+
+    def settings(self) -> dict[str, Any]:
+        """What the tool runs with besides the arguments, as JSON keyword arguments of its class:
+        recorded in every trace, and ``type(tool)(**tool.settings()) == tool``."""
+        ...
+
+
+class ToolKind(Protocol):
+    """A tool's class, as the registry keeps it: built from the run's config, or from a trace's settings."""
+
+    def from_config(self, config: ToolsConfig) -> Tool: ...
+
+    def __call__(self, **settings: Any) -> Tool: ...
 
 
 def input_ref_of(arguments: dict[str, Any], available: int) -> int:

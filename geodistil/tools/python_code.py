@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from geodistil.config import ToolsConfig
 from geodistil.sandbox import run_code
 from geodistil.tools.base import ToolError, ToolOutput
 
@@ -37,6 +38,13 @@ class PythonCodeTool:
         "Use it to crop, rotate, enhance, threshold or measure the image. The code runs in an "
         "isolated sandbox: no files, no network, no other processes, a time and memory limit."
     )
+
+    @classmethod
+    def from_config(cls, config: ToolsConfig) -> PythonCodeTool:
+        return cls(timeout_s=config.code_timeout_s)
+
+    def settings(self) -> dict[str, Any]:
+        return {"timeout_s": self.timeout_s}  # code that finished in time once must be given as long again
 
     @property
     def parameters(self) -> dict[str, Any]:

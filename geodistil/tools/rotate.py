@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from geodistil.config import ToolsConfig
 from geodistil.tools.base import ToolError, ToolOutput
 
 
@@ -18,6 +19,13 @@ class RotateTool:
         "Rotate an image counter-clockwise by an angle in degrees; the canvas grows so "
         "nothing is cut off. Use it to straighten tilted or upside-down text."
     )
+
+    @classmethod
+    def from_config(cls, config: ToolsConfig) -> RotateTool:
+        return cls()
+
+    def settings(self) -> dict[str, Any]:
+        return {}  # the angle is an argument; nothing else decides the pixels
 
     @property
     def parameters(self) -> dict[str, Any]:

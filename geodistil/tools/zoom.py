@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodistil.config import BoxConvention
+from geodistil.config import BoxConvention, ToolsConfig
 from geodistil.tools.base import ToolError, ToolOutput
 
 MIN_SIDE = 28
@@ -18,6 +18,16 @@ MAX_ASPECT = 100
 class ZoomInTool:
     box_convention: BoxConvention = BoxConvention.ABSOLUTE
     name: str = "image_zoom_in_tool"
+
+    @classmethod
+    def from_config(cls, config: ToolsConfig) -> ZoomInTool:
+        return cls(box_convention=config.box_convention)
+
+    def __post_init__(self) -> None:  # built back from a trace's settings, the convention is a string
+        object.__setattr__(self, "box_convention", BoxConvention(self.box_convention))
+
+    def settings(self) -> dict[str, Any]:
+        return {"box_convention": self.box_convention.value}
 
     @property
     def description(self) -> str:

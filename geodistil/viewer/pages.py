@@ -12,9 +12,9 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from geodistil.dialects import call_spans
+from geodistil.replay import Rebuilt
 from geodistil.scoring import read_answer
 from geodistil.trace import ImagePart, ToolCallRecord, Trace
-from geodistil.viewer.images import Rebuilt
 from geodistil.viewer.numbers import is_finite, number_text
 from geodistil.viewer.worldmap import map_view
 
