@@ -2,7 +2,9 @@
 
 A tool is a name, a JSON schema (``parameters``) and a pure ``apply(image, arguments)``.
 ``build_tools`` is the one place that maps names to implementations; the python code tool
-is imported lazily because it starts sandbox workers.
+is imported lazily because it starts sandbox workers. ``TOOLS_VERSION`` (bump it when a tool's
+pixels change for the same arguments) is defined in ``geodistil.config``, below the tools, and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -10,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from geodistil.config import ToolsConfig
+from geodistil.config import TOOLS_VERSION, ToolsConfig
 from geodistil.errors import ConfigError
 from geodistil.tools.base import Tool, ToolError, ToolOutput, input_ref_of
 from geodistil.tools.rotate import RotateTool
 from geodistil.tools.zoom import ZoomInTool
-
-# bump whenever a tool's pixels change for the same arguments (2: bilinear rotation); it is part
-# of the settings fingerprint and recorded in every trace, so replay can say why hashes differ
-TOOLS_VERSION = "2"
 
 __all__ = ["TOOLS_VERSION", "Tool", "ToolError", "ToolOutput", "build_tools", "openai_tool_specs", "input_ref_of", "TOOL_NAMES"]
 
