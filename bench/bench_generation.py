@@ -36,7 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geodistil.sim import SimConfig, SimServer, free_port, stop_process, wait_http  # noqa: E402
+from geodistil.sim import SimConfig, SimServer  # noqa: E402
+from geodistil.sim.net import free_port, stop_process, wait_http  # noqa: E402
 
 
 def make_dataset(path: Path, n: int, unique: int = 1000) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from geodistil.sim.config import SimConfig
 from geodistil.sim.demo_data import make_demo_dataset
-from geodistil.sim.net import free_port, stop_process, wait_http
 from geodistil.sim.server import SimServer, create_app, serve
 
-__all__ = ["SimConfig", "SimServer", "create_app", "free_port", "make_demo_dataset", "serve", "stop_process", "wait_http"]
+__all__ = ["SimConfig", "SimServer", "create_app", "make_demo_dataset", "serve"]
