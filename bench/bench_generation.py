@@ -36,7 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port, sim_stats, wait_http  # noqa: E402
+from geodistil.sim import SimConfig, SimServer  # noqa: E402
+from geodistil.sim.net import free_port, stop_process, wait_http  # noqa: E402
 
 
 def make_dataset(path: Path, n: int, unique: int = 1000) -> str:
@@ -57,19 +58,9 @@ def make_dataset(path: Path, n: int, unique: int = 1000) -> str:
     return str(path)
 
 
-class Sim:
-    def __init__(self, latency: float, tool_calls: int) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "geodistil.cli", "sim", "--port", str(self.port), "--latency", str(latency),
-             "--tool-calls", str(tool_calls), "--seed", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        wait_http(self.url + "/models")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def start_sim(latency: float, tool_calls: int) -> SimServer:
+    """The simulated teacher in its own process, so its CPU is not the measured run's."""
+    return SimServer(SimConfig(port=0, latency=latency, tool_calls=tool_calls, seed=0), subprocess=True).start()
 
 
 class PrefectServer:
@@ -85,7 +76,7 @@ class PrefectServer:
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/api"
-        wait_http(self.url + "/health", timeout=120)
+        wait_http(self.url + "/health", timeout=120, process=self.proc)
 
     def cpu_seconds(self) -> float:
         """User + system CPU so far of the server process and its reaped children (Linux ``/proc``)."""
@@ -93,11 +84,10 @@ class PrefectServer:
         return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        stop_process(self.proc, timeout=30)
 
 
-def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, server: PrefectServer | None,
+def run_flow(dataset: str, out: Path, sim: SimServer, concurrency: int, samples: int, server: PrefectServer | None,
              home: Path) -> dict:
     """``geodistil run`` in a child process; with no ``server`` it starts Prefect's embedded one,
     whose CPU then counts as the run's (a reaped child)."""
@@ -107,7 +97,7 @@ def run_flow(dataset: str, out: Path, sim: Sim, concurrency: int, samples: int, 
     else:
         env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
-           "--base-url", sim.url, "--num-samples", str(samples), "--max-concurrency", str(concurrency),
+           "--base-url", sim.base_url, "--num-samples", str(samples), "--max-concurrency", str(concurrency),
            "--max-turns", "6", "--timeout", "600"]
     server_cpu0 = server.cpu_seconds() if server else 0.0
     measured = measure(cmd, env, "geodistil run")
@@ -223,26 +213,26 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
     """Baseline, then the flow at each concurrency, against a teacher with ``--latency``."""
     rows = []
     plain = {int(x) for x in args.plain.split(",") if x}
-    sim = Sim(args.latency, args.tool_calls)
+    sim = start_sim(args.latency, args.tool_calls)
     try:
         base_n = args.baseline_samples or args.samples
-        requests0 = sim_stats(sim.url)["requests"]
-        base = run_child("baseline", dataset, work / "baseline", sim.url, base_n)
+        requests0 = sim.stats()["requests"]
+        base = run_child("baseline", dataset, work / "baseline", sim.base_url, base_n)
         # per-sample baseline time, scaled to --samples if the baseline ran fewer
         base_wall = base["wall"] * args.samples / base_n
         rows.append(dict(name="baseline threads=8", **base, ideal=turns * args.latency * math.ceil(base_n / 8),
-                         sample_turns=sim_stats(sim.url)["requests"] - requests0,
+                         sample_turns=sim.stats()["requests"] - requests0,
                          tools_cpu=tools_cpu(work / "baseline", work)))
         for c in (int(x) for x in args.concurrency.split(",")):
             ideal = turns * args.latency * math.ceil(args.samples / c)
-            requests0 = sim_stats(sim.url)["requests"]
+            requests0 = sim.stats()["requests"]
             r = run_flow(dataset, work / f"flow-c{c}", sim, c, args.samples, server, work / "prefect-home")
-            sample_turns = sim_stats(sim.url)["requests"] - requests0
+            sample_turns = sim.stats()["requests"] - requests0
             tools = tools_cpu(work / f"flow-c{c}", work)
             rows.append(dict(name=f"flow c={c}", **r, ideal=ideal, sample_turns=sample_turns, tools_cpu=tools,
                              speedup=base_wall / r["wall"]))
             if c in plain:
-                p = run_child("plain", dataset, work / f"plain-c{c}", sim.url, c, args.samples)
+                p = run_child("plain", dataset, work / f"plain-c{c}", sim.base_url, c, args.samples)
                 rows.append(dict(name=f"  no Prefect c={c}", **p, ideal=ideal, sample_turns=sample_turns,
                                  tools_cpu=tools, speedup=base_wall / p["wall"]))
     finally:
@@ -267,7 +257,7 @@ def latency_runs(args: argparse.Namespace, dataset: str, turns: int, server: Pre
 def scale_run(args: argparse.Namespace, cache: Path, server: PrefectServer | None, work: Path) -> None:
     """Many samples at near-zero latency: orchestration throughput, memory, and the run's history."""
     dataset = make_dataset(cache / f"demo{args.scale_samples}", args.scale_samples)
-    sim = Sim(0.0, args.tool_calls)
+    sim = start_sim(0.0, args.tool_calls)
     history0 = history(server)
     try:
         r = run_flow(dataset, work / "scale", sim, 256, args.scale_samples, server, work / "prefect-home")

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.filesystems import WritableFileSystem
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
@@ -135,11 +136,13 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
 @flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False, persist_result=False)
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
                          first: int, last: int, refresh: bool = False, runner: Runner = "local",
-                         spent_usd: float = 0.0, spent_tokens: int = 0, spent_samples: int = 0) -> list[TraceRecord]:
+                         spent_usd: float = 0.0, spent_tokens: int = 0, spent_samples: int = 0,
+                         result_storage: WritableFileSystem | None = None) -> list[TraceRecord]:
     """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs; ``spent_*``:
-    what the run's earlier chunks spent of its budget."""
+    what the run's earlier chunks spent of its budget; ``result_storage``: the run's saved block."""
     logger = get_run_logger()
-    result_storage = await result_storage_for(storage)
+    if result_storage is None:
+        result_storage = await result_storage_for(storage)
     sample_task = generate_sample if runner == "local" else generate_sample_on_worker
     sample_task = sample_task.with_options(result_storage=result_storage, refresh_cache=refresh)
     store = storage.store()
@@ -216,10 +219,11 @@ async def generate_flow(
         records: list[TraceRecord] = []
         stopped = None
         spent = Budget(teacher.max_cost_usd, teacher.max_tokens_total)
+        result_storage = await result_storage_for(storage)  # saved once per run, not once per chunk
         for first in range(indices.start, indices.stop, chunk_size):
             last = min(first + chunk_size, indices.stop) - 1
             chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner,
-                                     spent.cost_usd, spent.tokens, spent.done)
+                                     spent.cost_usd, spent.tokens, spent.done, result_storage=result_storage)
             records.extend(chunk)
             for record in chunk:
                 spent.add(record, started=False)

@@ -2,6 +2,12 @@
 
 The public API is re-exported here and loaded lazily: ``import geodistil`` stays cheap, which
 matters for the sandbox's worker processes and the CLI's start-up.
+
+No exported name is the name of a submodule: once ``geodistil.generate`` has been imported,
+Python binds the package attribute ``generate`` to that module, whatever this file says. So the
+driver function ``geodistil.generate.generate`` is exported as ``generate_traces`` and
+``geodistil.rollout.rollout`` as ``run_rollout``; ``geodistil.generate`` and ``geodistil.rollout``
+are always the modules. An entry ``"module:attribute"`` exports an object under another name.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ _EXPORTS = {
     "TraceRecord": "geodistil.trace",
     "TraceStore": "geodistil.store",
     "RolloutContext": "geodistil.rollout",
-    "rollout": "geodistil.rollout",
+    "run_rollout": "geodistil.rollout:rollout",
     "SampleRange": "geodistil.store",
     "StorageSpec": "geodistil.store",
-    "generate": "geodistil.generate",
+    "generate_traces": "geodistil.generate:generate",
     "verify_trace": "geodistil.replay",
     "rebuild_images": "geodistil.replay",
     "parse_answer": "geodistil.scoring",
@@ -43,10 +49,11 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'geodistil' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

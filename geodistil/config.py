@@ -175,6 +175,12 @@ class ImageConfig(_Model):
                            "are described in words; the images are still rebuilt and hashed for the trace")
 
 
+# bump whenever a tool's pixels change for the same arguments (2: bilinear rotation); it is part
+# of the settings fingerprint and recorded in every trace, so replay can say why hashes differ.
+# It lives here, below the tools, because the fingerprint needs it and the tools need this module.
+TOOLS_VERSION = "2"
+
+
 class ToolsConfig(_Model):
     enabled: tuple[str, ...] = ("image_zoom_in_tool", "image_rotate_tool", "python_code_tool")
     box_convention: BoxConvention = BoxConvention.ABSOLUTE
@@ -215,7 +221,6 @@ class RolloutSettings(_Model):
     def fingerprint(self) -> str:
         """A stable hash of the settings that shape a result (never the key, never concurrency)."""
         from geodistil.prompts import PROMPT_VERSION
-        from geodistil.tools import TOOLS_VERSION
 
         payload: dict[str, Any] = {
             "prompt_version": PROMPT_VERSION,

@@ -9,7 +9,8 @@ any other file (an old pickle result, a crafted one) reads as an error, which Pr
 as a cache miss: the task runs again and finds its trace in the store.
 
 Prefect 3 accepts only a *saved* block as ``result_storage`` (a bare ``s3://`` string is
-refused), so ``result_storage_for`` saves a block named after the trace store's URL.
+refused), so ``result_storage_for`` saves a block named after the trace store's URL: once per
+run (``flows.generation.generate_flow``), which hands the saved block to each chunk.
 """
 
 from __future__ import annotations

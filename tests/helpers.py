@@ -1,34 +1,21 @@
-"""Shared helpers for tests that need real servers: free ports and the simulated teacher CLI."""
+"""Shared helpers for tests that need real servers: free ports and the simulated teacher CLI.
+
+The port and process helpers are the library's (``geodistil.sim.net``), which the benchmarks use too.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 
+from geodistil.sim.net import free_port, stop_process, wait_http
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+__all__ = ["free_port", "sim_process", "sim_stats", "wait_http"]
 
 
 @contextlib.contextmanager
@@ -39,14 +26,10 @@ def sim_process(*args: str, port: int | None = None) -> Iterator[str]:
                              "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models")
+        wait_http(f"http://127.0.0.1:{port}/v1/models", process=proc)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def sim_stats(base_url: str) -> dict:

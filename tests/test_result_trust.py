@@ -73,3 +73,31 @@ def test_a_failed_tasks_exception_is_kept_as_its_message(result_store):
     result_store.persist_result_record(result_store.create_result_record(ValueError("teacher down"), key="key"))
     error = result_store.read("key").result
     assert isinstance(error, RuntimeError) and str(error) == "ValueError: teacher down"
+
+
+@pytest.mark.slow
+def test_a_run_of_several_chunks_saves_its_result_storage_block_once(tmp_path, monkeypatch):
+    import flows.generation
+    from geodistil.config import TeacherConfig
+    from geodistil.data import DatasetSpec
+    from geodistil.generate import SampleRange
+    from geodistil.sim import SimConfig, SimServer, make_demo_dataset
+    from tasks.results import result_storage_for
+
+    saved: list[str] = []
+
+    async def counted(storage: StorageSpec):
+        saved.append(storage.url)
+        return await result_storage_for(storage)
+
+    monkeypatch.setattr(flows.generation, "result_storage_for", counted)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    dataset = make_demo_dataset(str(tmp_path / "demo"), n=3, seed=1)
+    out = str(tmp_path / "traces")
+    with SimServer(SimConfig(port=0, seed=1, tool_calls=0)) as sim:
+        summary, failed = flows.generation.run_generation(
+            dataset=DatasetSpec(path=dataset), storage=StorageSpec(url=out), samples=SampleRange(num_samples=3),
+            teacher=TeacherConfig(base_url=sim.base_url, model="geodistil-sim", timeout_s=30), chunk_size=1)
+    assert failed is None and summary["total"] == 3
+    assert saved == [out]  # three chunks, one save
+    assert sorted(os.listdir(os.path.join(out, ".prefect-results")))  # and the chunks' tasks used it

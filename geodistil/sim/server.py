@@ -41,6 +41,7 @@ from geodistil.sim.config import SimConfig
 from geodistil.dialects import ALIASES, DIALECTS, dialect_named
 from geodistil.sim.emulation import EMULATIONS
 from geodistil.sim.limits import RateLimiter
+from geodistil.sim.net import free_port, stop_process, wait_http
 from geodistil.sim.policy import Reply, message, respond
 from geodistil.sim.reading import Conversation, read_request
 
@@ -259,12 +260,6 @@ def serve(config: SimConfig, log_level: str = "info") -> None:
     server.run()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class SimServer:
     """A running simulated teacher for tests and benchmarks: ``with SimServer(cfg) as sim: sim.base_url``.
 
@@ -344,23 +339,16 @@ class SimServer:
         self._start_thread()
 
     def _start_process(self) -> None:
-        import httpx
-
-        self.port = self.config.port or _free_port(self.config.host)
+        self.port = self.config.port or free_port(self.config.host)
         args = self.config.model_copy(update={"port": self.port}).model_dump()
         argv = [f"--{k.replace('_', '-')}={v}" for k, v in args.items() if v is not None]
         self._process = subprocess.Popen([sys.executable, "-m", "geodistil.sim", *argv, "--log-level=warning"],
                                          stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the simulated teacher process did not start")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        try:
+            wait_http(f"{self.base_url}/models", self.startup_timeout_s, self._process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError("the simulated teacher process did not start") from exc
 
     def _stop_thread(self) -> None:
         if self._server is not None and self._thread is not None:
@@ -375,13 +363,8 @@ class SimServer:
 
     def stop(self) -> None:
         self._stop_thread()
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process)
         self._process = None
 
     def __enter__(self) -> SimServer:

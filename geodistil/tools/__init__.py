@@ -3,7 +3,9 @@
 A tool is a name, a JSON schema (``parameters``), a pure ``apply(image, arguments)`` and the
 settings it ran with (``settings()``, recorded in every trace). ``_KINDS`` is the one place
 that maps names to implementations; the python code tool is imported lazily because it
-starts sandbox workers. docs/extending.md says how to add a tool.
+starts sandbox workers. ``TOOLS_VERSION`` (bump it when a tool's pixels change for the same
+arguments) is defined in ``geodistil.config``, below the tools, and re-exported here.
+docs/extending.md says how to add a tool.
 """
 
 from __future__ import annotations
@@ -11,15 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from geodistil.config import ToolsConfig
+from geodistil.config import TOOLS_VERSION, ToolsConfig
 from geodistil.errors import ConfigError
 from geodistil.tools.base import Tool, ToolError, ToolKind, ToolOutput, input_ref_of
 from geodistil.tools.rotate import RotateTool
 from geodistil.tools.zoom import ZoomInTool
-
-# bump whenever a tool's pixels change for the same arguments (2: bilinear rotation); it is part
-# of the settings fingerprint and recorded in every trace, so replay can say why hashes differ
-TOOLS_VERSION = "2"
 
 __all__ = ["TOOLS_VERSION", "TOOL_NAMES", "Tool", "ToolError", "ToolKind", "ToolOutput", "build_tools",
            "input_ref_of", "openai_tool_specs", "tool_from_settings"]
