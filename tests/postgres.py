@@ -82,7 +82,7 @@ class Postgres:
         """One SQL statement through psql over loopback TCP; its rows, unaligned."""
         result = subprocess.run([str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", user,
                                  "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-                                capture_output=True, text=True, timeout=60)
+                                check=False, capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             raise RuntimeError(f"psql: {result.stderr.strip()}")
         return result.stdout.strip()
@@ -93,7 +93,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 def _run(argv: list[str], what: str) -> None:
-    result = subprocess.run(_as_postgres(argv), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(_as_postgres(argv), check=False, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
@@ -104,7 +104,7 @@ def _private_dir() -> Path:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)
-        if subprocess.run(_as_postgres(["test", "-w", str(base)])).returncode != 0:
+        if subprocess.run(_as_postgres(["test", "-w", str(base)]), check=False).returncode != 0:
             shutil.rmtree(base, ignore_errors=True)
             raise RuntimeError(f"the postgres user cannot reach {base}: set TMPDIR to a directory it can traverse")
     return base
@@ -117,27 +117,28 @@ def postgres(startup_timeout: float = 60.0) -> Iterator[Postgres]:
     base = _private_dir()
     data, sockets = base / "data", base / "sockets"
     port = free_port()
-    proc = None
-    log = open(base / "postgres.log", "wb")
     try:
         _run(["mkdir", str(sockets)], "mkdir")
         _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust", "--auth-host=trust",
               "-E", "UTF8", "--locale=C.UTF-8"], "initdb")
-        proc = subprocess.Popen(
-            _as_postgres([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_ready(bindir, proc, sockets, port, base / "postgres.log", startup_timeout)
-        psql = [str(bindir / "psql"), "-h", str(sockets), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
-        # the commands docs/deployment.md gives: a plain role (no superuser) owning its database
-        _run([*psql, "-c", f"CREATE ROLE {ROLE} LOGIN"], "create role")
-        _run([*psql, "-c", f"CREATE DATABASE {DATABASE} OWNER {ROLE}"], "create database")
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-        yield Postgres(port=port, socket_dir=sockets, data_dir=data, pid=pid, bindir=bindir)
-    finally:
-        if proc is not None:
+        with open(base / "postgres.log", "wb") as log:
+            proc = subprocess.Popen(
+                _as_postgres([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
+                              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_ready(bindir, proc, sockets, port, base / "postgres.log", startup_timeout)
+            psql = [str(bindir / "psql"), "-h", str(sockets), "-p", str(port), "-U", "postgres",
+                    "-v", "ON_ERROR_STOP=1"]
+            # the statements of docs/deployment.md: a plain role (no superuser) owning its database
+            _run([*psql, "-c", f"CREATE ROLE {ROLE} LOGIN"], "create role")
+            _run([*psql, "-c", f"CREATE DATABASE {DATABASE} OWNER {ROLE}"], "create database")
+            pid = int((data / "postmaster.pid").read_text().split()[0])
+            yield Postgres(port=port, socket_dir=sockets, data_dir=data, pid=pid, bindir=bindir)
+        finally:
             _stop(proc)
-        log.close()
+            _reap(data)
+    finally:
         # the cluster's files belong to the postgres user; root may delete them
         shutil.rmtree(base, ignore_errors=True)
 
@@ -147,7 +148,7 @@ def _wait_ready(bindir: Path, proc: subprocess.Popen, sockets: Path, port: int, 
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"postgres exited ({proc.returncode}): {log.read_text(errors='replace')[-3000:]}")
-        ready = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", str(sockets), "-p", str(port)])
+        ready = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", str(sockets), "-p", str(port)], check=False)
         if ready.returncode == 0:
             return
         if time.monotonic() > deadline:
@@ -165,32 +166,33 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    # the backends are in the same process group; wait until the last is gone
-    deadline = time.monotonic() + timeout
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _group_alive(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def processes_of(pg: Postgres) -> list[int]:
+    """Ids of the cluster's running processes."""
+    return _processes_in(pg.data_dir)
 
 
-def processes_of(data_dir: Path) -> list[int]:
-    """Ids of running processes whose command line names this data directory (the postmaster's does)."""
+def _processes_in(data_dir: Path) -> list[int]:
+    """PostgreSQL runs every process of a cluster in its data directory, and puts each backend in a
+    session of its own: the working directory tells them, not the process group."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if str(data_dir).encode() in (entry / "cmdline").read_bytes():
+                if Path(os.readlink(entry / "cwd").removesuffix(" (deleted)")) == data_dir:
                     found.append(int(entry.name))
     return found
+
+
+def _reap(data_dir: Path, timeout: float = 30) -> None:
+    """Wait for the backends to notice that the postmaster is gone; kill any that do not."""
+    deadline = time.monotonic() + timeout
+    while _processes_in(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in _processes_in(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def server_settings(pg: Postgres) -> dict[str, str]:
