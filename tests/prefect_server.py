@@ -30,8 +30,10 @@ def prefect_cli(env: dict[str, str], *args: str, cwd: str | Path | None = None,
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[dict[str, str]]:
-    """Start the server with its own PREFECT_HOME (so its own SQLite database); yield a client env."""
+def prefect_server(home: Path, startup_timeout: float = 180.0,
+                   server_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Start the server with its own PREFECT_HOME (so its own SQLite database, unless ``server_env``
+    names another); yield a client env. ``server_env``: settings of the server process only."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -39,7 +41,7 @@ def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[dict[
     log = open(home / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port), "--no-ui", "--analytics-off"],
-                            env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
+                            env={**{k: v for k, v in env.items() if k != "PREFECT_API_URL"}, **(server_env or {})},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + startup_timeout
