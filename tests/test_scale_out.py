@@ -5,6 +5,7 @@ trace in order, one manifest written by the parent, and no finished sample gener
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def test_a_run_over_two_workers_survives_losing_one_mid_chunk_with_no_sample_gen
                 except BaseException as exc:  # noqa: BLE001  # reported by the main thread
                     outcome["error"] = exc
 
-            parent = threading.Thread(target=run)
+            parent = threading.Thread(target=contextvars.copy_context().run, args=(run,))  # the API URL with it
             parent.start()
             # wait for a worker in the middle of a chunk: its flow run's process alive, some traces written
             deadline, victim = time.monotonic() + 300, None
