@@ -7,7 +7,9 @@ Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in fl
 - ``runner="local"``: the tasks run concurrently on the flow's own event loop;
 - ``runner="dask"``: they are submitted to a ``DaskTaskRunner`` (``dask_address`` names an
   existing ``dask.distributed`` scheduler; none starts a temporary local cluster per chunk) and
-  run on the cluster's worker threads, one teacher client per worker process.
+  run on the cluster's worker threads, one teacher client per worker process;
+- ``runner="workers"``: each chunk is a flow run of the ``generate-chunk`` deployment, picked up
+  by Prefect workers on any machine (``flows.chunks``); they write traces, this run the manifest.
 
 Either way records are collected by sample order, and caching and resume work across machines
 as long as the trace store (and so the task results beside it) is shared, e.g. on S3.
