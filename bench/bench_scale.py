@@ -158,7 +158,7 @@ def main() -> None:
     env = {**base_env, "PREFECT_API_URL": api}
     rows = []
     try:
-        wait_http(f"{api}/health")
+        wait_http(f"{api}/health", timeout=600)  # minutes on a loaded machine
         wait_http(f"http://127.0.0.1:{sim_port}/v1/models")
         for cmd in (["work-pool", "create", POOL, "--type", "process", "--overwrite"],
                     ["--no-prompt", "deploy", "--name", "generate-chunk"]):
