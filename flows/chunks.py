@@ -139,7 +139,8 @@ async def run_chunks_on_workers(deployment: str, parallel: int, dataset: Dataset
             if not in_flight:
                 break
             await asyncio.sleep(POLL_S)
-            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(in_flight))))
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(in_flight))),
+                                               limit=len(in_flight))
             for run in runs:
                 chunk = in_flight[run.id]
                 state = run.state
