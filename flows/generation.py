@@ -7,7 +7,9 @@ Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in fl
 - ``runner="local"``: the tasks run concurrently on the flow's own event loop;
 - ``runner="dask"``: they are submitted to a ``DaskTaskRunner`` (``dask_address`` names an
   existing ``dask.distributed`` scheduler; none starts a temporary local cluster per chunk) and
-  run on the cluster's worker threads, one teacher client per worker process.
+  run on the cluster's worker threads, one teacher client per worker process;
+- ``runner="workers"``: each chunk is a flow run of the ``generate-chunk`` deployment, picked up
+  by Prefect workers on any machine (``flows.chunks``); they write traces, this run the manifest.
 
 Either way records are collected by sample order, and caching and resume work across machines
 as long as the trace store (and so the task results beside it) is shared, e.g. on S3.
@@ -41,6 +43,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
+from flows.chunks import CHUNK_DEPLOYMENT, chunk_lease, hand_off_records, run_chunks_on_workers
 from flows.server import temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
@@ -54,7 +57,7 @@ from tasks.generation import SampleJob, close_shared_contexts, generate_sample, 
 from tasks.results import result_storage_for
 
 
-Runner = Literal["local", "dask"]
+Runner = Literal["local", "dask", "workers"]
 
 
 def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> TraceRecord:
@@ -137,9 +140,12 @@ async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob]
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
                          first: int, last: int, refresh: bool = False, runner: Runner = "local",
                          spent_usd: float = 0.0, spent_tokens: int = 0, spent_samples: int = 0,
-                         result_storage: WritableFileSystem | None = None) -> list[TraceRecord]:
+                         hand_off: bool = False, result_storage: WritableFileSystem | None = None
+                         ) -> list[TraceRecord]:
     """Samples ``first``..``last`` (inclusive), all rollouts, as per-sample task runs; ``spent_*``:
-    what the run's earlier chunks spent of its budget; ``result_storage``: the run's saved block."""
+    what the run's earlier chunks spent of its budget; ``hand_off``: run by a worker for a parent
+    with ``runner="workers"`` (holds the chunk's lease, hands its records over, see ``flows.chunks``);
+    ``result_storage``: the run's saved block (a chunk on a worker resolves its own)."""
     logger = get_run_logger()
     if result_storage is None:
         result_storage = await result_storage_for(storage)
@@ -164,9 +170,18 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
         return record
 
     run = _run_on_flow_loop if runner == "local" else _run_on_task_runner
+    lease = chunk_lease(store, first, last, owner=f"chunk flow run {flow_run.name!r} ({flow_run.id})") \
+        if hand_off else None
+    if lease is not None:
+        await asyncio.to_thread(lease.acquire)  # StoreLockedError: another run of this chunk is alive
     try:
-        return await run(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
+        records = await run(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
+        if lease is not None:
+            await asyncio.to_thread(hand_off_records, store, first, last, records)
+        return records
     finally:
+        if lease is not None:
+            await asyncio.to_thread(lease.release)
         await close_shared_contexts()
         release_free_memory()  # keeps a long run's memory flat from chunk to chunk
 
@@ -190,12 +205,16 @@ async def generate_flow(
     refresh: bool = False,
     runner: Runner = "local",
     dask_address: str | None = None,
+    chunk_deployment: str = CHUNK_DEPLOYMENT,
+    parallel_chunks: int = 4,
 ) -> dict[str, Any] | State:
     """Distil traces for a range of samples into a trace store; returns the run summary.
 
     ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
-    (``tcp://host:8786``); every worker must see the dataset and the trace store at the same
-    paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
+    (``tcp://host:8786``); ``runner="workers"`` starts each chunk as a flow run of
+    ``chunk_deployment``, at most ``parallel_chunks`` at a time, for Prefect workers to pick up
+    (``flows.chunks``). Either way every worker must see the dataset and the trace store at the
+    same paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
     or if the teacher rejected the first samples alike (then no later sample was started), and at
     once (``StoreLockedError``) if another run holds the store's lock.
     """
@@ -208,7 +227,7 @@ async def generate_flow(
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
                 teacher.model, redact_url(teacher.resolved_base_url()))
-    chunk_flow = generate_chunk if runner == "local" else generate_chunk.with_options(
+    chunk_flow = generate_chunk if runner != "dask" else generate_chunk.with_options(
         task_runner=_dask_task_runner(dask_address))
     lock = RunLock(storage.store(), owner=f"flow run {flow_run.name!r} ({flow_run.id})")
     await asyncio.to_thread(lock.acquire)  # two runs on one store would send the same requests twice
@@ -220,8 +239,13 @@ async def generate_flow(
         stopped = None
         spent = Budget(teacher.max_cost_usd, teacher.max_tokens_total)
         result_storage = await result_storage_for(storage)  # saved once per run, not once per chunk
-        for first in range(indices.start, indices.stop, chunk_size):
-            last = min(first + chunk_size, indices.stop) - 1
+        ranges = [(first, min(first + chunk_size, indices.stop) - 1)
+                  for first in range(indices.start, indices.stop, chunk_size)]
+        if runner == "workers":
+            records, stopped = await run_chunks_on_workers(chunk_deployment, parallel_chunks, dataset, storage,
+                                                           settings, ranges, refresh, spent)
+            ranges = []
+        for first, last in ranges:
             chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner,
                                      spent.cost_usd, spent.tokens, spent.done, result_storage=result_storage)
             records.extend(chunk)

@@ -51,13 +51,15 @@ def test_no_deployment_parameter_holds_a_key():
     assert "api_key" not in TeacherConfig.model_fields  # only the env var's name or the Secret block's name
 
 
-def test_the_generation_flow_offers_the_dask_runner_as_a_parameter():
+def test_the_generation_flow_offers_the_dask_and_workers_runners_as_a_parameter():
     from flows.generation import generate_flow
 
     properties = generate_flow.parameters.properties
-    assert properties["runner"]["enum"] == ["local", "dask"]
+    assert properties["runner"]["enum"] == ["local", "dask", "workers"]
     assert properties["runner"]["default"] == "local"
     assert "dask_address" in properties
+    assert properties["chunk_deployment"]["default"] == "geodistil-generate-chunk/generate-chunk"
+    assert {d["entrypoint"] for d in DEPLOYMENTS} >= {"flows/generation.py:generate_chunk"}  # what it names
 
 
 def test_without_a_secret_name_the_key_comes_from_the_environment():
