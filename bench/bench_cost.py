@@ -155,6 +155,21 @@ def tree_cpu_now(root: int) -> float:
 
 # ----- the teacher and a separate Prefect server -----
 
+def migrated_home(home: Path) -> Path:
+    """``home`` as a PREFECT_HOME whose database is migrated already: a fresh database's migrations
+    take many seconds, once per PREFECT_HOME, and no side should pay them (a user pays them once)."""
+    import prefect
+
+    template = CACHE / f"prefect-{prefect.__version__}-home"
+    if not (template / "prefect.db").exists():
+        env = {**os.environ, "PREFECT_HOME": str(template)}
+        env.pop("PREFECT_API_URL", None)
+        subprocess.run(["prefect", "server", "database", "upgrade", "-y"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template / "prefect.db", home / "prefect.db")
+    return home
+
 class Sim:
     def __init__(self, latency: float) -> None:
         self.port = free_port()
@@ -186,7 +201,7 @@ class PrefectServer:
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/api"
-        wait_http(self.url + "/health", timeout=120)
+        wait_http(self.url + "/health", timeout=300)
 
     def cpu(self) -> float:
         return tree_cpu_now(self.proc.pid)
@@ -277,14 +292,14 @@ def curator_python() -> Path:
 
 
 def run_side(name: str, cmd_of_url: Callable[[str], list[str]], env: dict[str, str], latency: float,
-             samples: int, in_flight: int, server: PrefectServer | None = None) -> dict:
+             samples: int, in_flight: int, server: PrefectServer | None = None, cwd: Path = ROOT) -> dict:
     """Start a fresh sim, run the side's command (given the sim's URL) to the end, measure it."""
     sim = Sim(latency)
     try:
         cmd = cmd_of_url(sim.url)
         server_cpu0 = server.cpu() if server else 0.0
         start_unix, start = time.time(), time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         cpu = TreeCPU(proc.pid)
         stderr = proc.stderr.read() if proc.stderr else b""
         _, status, usage = os.wait4(proc.pid, 0)
@@ -311,8 +326,10 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
     sides = [s for s in args.sides.split(",") if s]
     for side in sides:
         out = work / f"{side}-{latency}"
-        env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
-               "PYTHONPATH": str(ROOT)}
+        # Prefect's defaults, as a user meets them (logging level included)
+        env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PYTHONPATH": str(ROOT)}
+        if not (work / "prefect-home").exists():
+            migrated_home(work / "prefect-home")
         env.pop("PREFECT_API_URL", None)
         geodistil = [sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
                      "--model", "geodistil-sim", "--num-samples", str(n), "--max-concurrency", str(c),
@@ -324,6 +341,10 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
             rows.append(run_side("plain asyncio floor", cmd, env, latency, n, c))
         elif side == "geodistil":
             rows.append(run_side("geodistil (embedded server)", lambda url, geodistil=geodistil: [*geodistil, url], env, latency, n, c))
+        elif side == "geodistil@baseline" and args.baseline:
+            # the same command from another checkout (e.g. main): before/after in one run
+            rows.append(run_side(f"geodistil @ {args.baseline.name}", lambda url, geodistil=geodistil: [*geodistil, url],
+                                 {**env, "PYTHONPATH": str(args.baseline)}, latency, n, c, cwd=args.baseline))
         elif side == "geodistil+server" and server:
             rows.append(run_side("geodistil (separate server)", lambda url, geodistil=geodistil: [*geodistil, url],
                                      {**env, "PREFECT_API_URL": server.url}, latency, n, c, server))
@@ -369,13 +390,16 @@ def main() -> None:
     parser.add_argument("--curator", action="store_true",
                         help=f"also run curator {CURATOR_VERSION} (pip-installed into bench/.cache the first time)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of another version (git worktree add): side geodistil@baseline runs "
+                             "geodistil from it, e.g. --sides geodistil@baseline,geodistil --baseline ../main")
     args = parser.parse_args()
 
     CACHE.mkdir(parents=True, exist_ok=True)
     dataset = demo_dataset(args.samples)
     curator = curator_python() if args.curator and "curator" in args.sides else None
     work = Path(tempfile.mkdtemp(prefix="geodistil-cost-"))
-    server = PrefectServer(work / "server-home") if "geodistil+server" in args.sides else None
+    server = PrefectServer(migrated_home(work / "server-home")) if "geodistil+server" in args.sides else None
     results = {}
     try:
         for latency in (float(x) for x in args.latency.split(",")):

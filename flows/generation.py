@@ -40,7 +40,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
-from flows.server import temporary_server
+from flows.server import SERVER_SETTINGS, discard_early, temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.generate import (
@@ -257,19 +257,6 @@ def _dask_task_runner(address: str | None) -> Any:
     return DaskTaskRunner(address=address) if address else DaskTaskRunner()
 
 
-# Prefect's server records task runs from their state events one event per database write by
-# default; a run of thousands of task runs then costs the server more CPU than the rollouts
-# cost the flow. Batched writes (visible in the UI within a second) cut that by about half.
-# Applied to the temporary server ``geodistil run`` starts; a separate server takes the same
-# environment variables (README, "Large runs").
-SERVER_SETTINGS = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
-}
-
-
 def use_server_settings() -> None:
     """Give the embedded server Prefect starts in this process ``SERVER_SETTINGS``, except those
     the environment sets already (it inherits this process's environment)."""
@@ -291,6 +278,8 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     with contextlib.ExitStack() as stack:
         if not PREFECT_API_URL.value():
             stack.enter_context(temporary_server())  # dies with this process, even on kill -9
+        else:
+            discard_early()  # a Prefect profile names the API: the server the CLI started early is not needed
         try:
             return asyncio.run(generate_flow(**params)), None
         except FailedRun as exc:  # samples failed after retries; every trace and the summary are written
