@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -264,6 +265,21 @@ def use_server_settings() -> None:
         os.environ.setdefault(name, value)
 
 
+class _DropCompletedTaskRunLines(logging.Filter):
+    """Drops Prefect's "Finished in state Completed()" line, one per sample: a log record in the
+    terminal, a batch entry to the API and a row on the server, where the task run's state says
+    the same. A task run that ends in any other state is logged at ERROR and kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("Finished in state"))
+
+
+def quiet_completed_task_runs() -> None:
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _DropCompletedTaskRunLines) for f in logger.filters):
+        logger.addFilter(_DropCompletedTaskRunLines())
+
+
 def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     """Run ``generate_flow`` in this process (the CLI's entry): ``(summary, None)`` when every
     sample finished, else ``(summary, why)`` with the summary the flow wrote before failing.
@@ -275,6 +291,7 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     from prefect.settings import PREFECT_API_URL
 
     use_server_settings()
+    quiet_completed_task_runs()
     with contextlib.ExitStack() as stack:
         if not PREFECT_API_URL.value():
             stack.enter_context(temporary_server())  # dies with this process, even on kill -9
