@@ -327,7 +327,8 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
     for side in sides:
         out = work / f"{side}-{latency}"
         # Prefect's defaults, as a user meets them (logging level included)
-        env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PYTHONPATH": str(ROOT),
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}  # a loaded machine starts it slowly
         if not (work / "prefect-home").exists():
             migrated_home(work / "prefect-home")
         env.pop("PREFECT_API_URL", None)
