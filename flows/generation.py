@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,7 @@ from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
 from flows.chunks import CHUNK_DEPLOYMENT, chunk_lease, hand_off_records, run_chunks_on_workers
-from flows.server import temporary_server
+from flows.server import SERVER_SETTINGS, discard_early, temporary_server
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig, ToolsConfig
 from geodistil.data import DatasetSpec, open_dataset
 from geodistil.errors import StoreError, TaskFailed
@@ -289,24 +290,26 @@ def _dask_task_runner(address: str | None) -> Any:
     return DaskTaskRunner(address=address) if address else DaskTaskRunner()
 
 
-# Prefect's server records task runs from their state events one event per database write by
-# default; a run of thousands of task runs then costs the server more CPU than the rollouts
-# cost the flow. Batched writes (visible in the UI within a second) cut that by about half.
-# Applied to the temporary server ``geodistil run`` starts; a separate server takes the same
-# environment variables (README, "Large runs").
-SERVER_SETTINGS = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
-}
-
-
 def use_server_settings() -> None:
     """Give the embedded server Prefect starts in this process ``SERVER_SETTINGS``, except those
     the environment sets already (it inherits this process's environment)."""
     for name, value in SERVER_SETTINGS.items():
         os.environ.setdefault(name, value)
+
+
+class _DropCompletedTaskRunLines(logging.Filter):
+    """Drops Prefect's "Finished in state Completed()" line, one per sample: a log record in the
+    terminal, a batch entry to the API and a row on the server, where the task run's state says
+    the same. A task run that ends in any other state is logged at ERROR and kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("Finished in state"))
+
+
+def quiet_completed_task_runs() -> None:
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _DropCompletedTaskRunLines) for f in logger.filters):
+        logger.addFilter(_DropCompletedTaskRunLines())
 
 
 def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
@@ -320,9 +323,12 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     from prefect.settings import PREFECT_API_URL
 
     use_server_settings()
+    quiet_completed_task_runs()
     with contextlib.ExitStack() as stack:
         if not PREFECT_API_URL.value():
             stack.enter_context(temporary_server())  # dies with this process, even on kill -9
+        else:
+            discard_early()  # a Prefect profile names the API: the server the CLI started early is not needed
         try:
             return asyncio.run(generate_flow(**params)), None
         except FailedRun as exc:  # samples failed after retries; every trace and the summary are written

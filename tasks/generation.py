@@ -62,10 +62,36 @@ def _retry_transient_only(task: Any, task_run: Any, state: State) -> bool:
 
 
 def sample_cache_key(job: SampleJob) -> str:
-    dataset = open_dataset(job.dataset)
-    store = hashlib.sha256(job.storage.url.encode()).hexdigest()[:12]
-    return "-".join([CACHE_KEY_VERSION, dataset.fingerprint, job.settings.fingerprint(), store,
-                     f"{job.sample_index:06d}", f"{job.rollout_index:03d}"])
+    return "-".join([_run_key(job), f"{job.sample_index:06d}", f"{job.rollout_index:03d}"])
+
+
+# Per-run constants, computed once per run rather than once per task: every job of a chunk holds
+# the same settings, dataset and storage objects. Keyed by their identities, the objects kept
+# alive beside the value so that an identity is never taken for another object's.
+_per_run: dict[tuple[object, ...], tuple[tuple[object, ...], str]] = {}
+
+
+def _once(what: str, objects: tuple[object, ...], compute: Callable[[], str]) -> str:
+    key = (what, *map(id, objects))
+    held = _per_run.get(key)
+    if held is None or any(a is not b for a, b in zip(held[0], objects)):
+        if len(_per_run) > 64:  # a long-lived worker process serves many runs
+            _per_run.clear()
+        held = _per_run[key] = (objects, compute())
+    return held[1]
+
+
+def _settings_fingerprint(settings: RolloutSettings) -> str:
+    return _once("settings", (settings,), settings.fingerprint)
+
+
+def _run_key(job: SampleJob) -> str:
+    """The cache key's part every sample of the run shares: version, dataset, settings, store."""
+    def compute() -> str:
+        store = hashlib.sha256(job.storage.url.encode()).hexdigest()[:12]
+        return "-".join([CACHE_KEY_VERSION, open_dataset(job.dataset).fingerprint,
+                         _settings_fingerprint(job.settings), store])
+    return _once("run", (job.dataset, job.settings, job.storage), compute)
 
 
 def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -77,7 +103,7 @@ _listeners: list[Callable[[TraceRecord], None]] = []
 
 
 def _store(storage: StorageSpec) -> TraceStore:
-    key = storage.model_dump_json()
+    key = _once("storage", (storage,), storage.model_dump_json)
     if key not in _stores:
         _stores[key] = storage.store()
     return _stores[key]
@@ -101,7 +127,7 @@ def notify(record: TraceRecord) -> None:
 async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     """Roll out one sample unless the store already holds its finished trace."""
     store = _store(job.storage)
-    fingerprint = job.settings.fingerprint()
+    fingerprint = _settings_fingerprint(job.settings)
     # a run killed after writing a trace but before Prefect persisted the result resumes here
     record = None if job.refresh else await asyncio.to_thread(finished_record, store, job.name, fingerprint)
     if record is None:

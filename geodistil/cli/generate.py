@@ -151,6 +151,12 @@ def run(
 ) -> None:
     """Generate traces with the Prefect generation flow (on a temporary local Prefect server unless
     PREFECT_API_URL is set). One run at a time per output store."""
+    from flows.server import start_early
+
+    # The temporary Prefect server starts now, while this command reads and checks, and the run
+    # takes it over; should the command end first, the parent-death signal stops it.
+    start_early()
+
     from geodistil.cli.runfile import run_params
     from geodistil.errors import ConfigError, StoreError
     from geodistil.store import raise_if_locked
@@ -187,7 +193,7 @@ def run(
             raise typer.Exit(2) from None
         params["teacher"] = _teacher_without_url_credentials(params["teacher"])
         try:
-            raise_if_locked(params["storage"].store())  # at once, before any server starts; the flow takes the lock
+            raise_if_locked(params["storage"].store())  # at once, before the run waits for its server; the flow takes the lock
             total = _planned_traces(params)  # the dataset and the range, before the teacher is asked anything
             _check_teacher(params)
             summary, failure = _run_with_progress(params, total)

@@ -7,7 +7,7 @@ the sim's own limiter, see ``geodistil.sim.limits``), ``500``, ``hang``,
 ``bad_request``, the 4xx of the emulated server (``refused_param``, ``context_length``,
 ``image_limit``, ``unauthorized``, ``unknown_model``; see ``geodistil.sim.emulation``), ``disconnected`` and
 ``ok`` (a 200 answer), which is one of ``tool_calls``, ``answers`` (a boxed answer),
-``malformed`` or ``no_box``; plus ``in_flight`` and ``max_in_flight``. Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
+``malformed`` or ``no_box``; plus ``in_flight``, ``max_in_flight``, and ``first_request_at``/``last_request_at`` (Unix time of the first and last chat request, for benchmarks). Faults (429 with ``Retry-After``, 500, hangs, malformed tool calls,
 answers without a box) are drawn per request from one ``random.Random(seed)`` that is
 stateful on purpose; the content of an answer is not, see ``geodistil.sim.policy``.
 
@@ -75,6 +75,8 @@ class _Sim:
         self.config = config
         self.faults = random.Random(config.seed)
         self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.first_request_at: float | None = None
+        self.last_request_at: float | None = None
         self.emulation = EMULATIONS[config.profile]
         self.limiter = (RateLimiter(config.rpm_limit, config.tpm_limit, config.announce_limits, config.retry_after,
                                     SIM_MODEL) if config.rpm_limit or config.tpm_limit else None)
@@ -100,10 +102,14 @@ class _Sim:
                              "model_path": f"/models/{SIM_MODEL}.gguf"})
 
     async def stats_route(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.stats)
+        # when the first and the last chat request arrived (Unix time; benchmarks: time to first request)
+        return JSONResponse({**self.stats, "first_request_at": self.first_request_at,
+                             "last_request_at": self.last_request_at})
 
     async def chat(self, request: Request) -> Response:
         s = self.stats
+        self.last_request_at = time.time()
+        self.first_request_at = self.first_request_at or self.last_request_at
         s["requests"] += 1
         s["in_flight"] += 1
         s["max_in_flight"] = max(s["max_in_flight"], s["in_flight"])
