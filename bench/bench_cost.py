@@ -201,7 +201,11 @@ class PrefectServer:
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/api"
-        wait_http(self.url + "/health", timeout=300)
+        try:
+            wait_http(self.url + "/health", timeout=300)
+        except BaseException:
+            self.stop()  # none left running behind a failed benchmark
+            raise
 
     def cpu(self) -> float:
         return tree_cpu_now(self.proc.pid)
