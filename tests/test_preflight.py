@@ -22,7 +22,7 @@ def run(dataset: str, out, base_url: str, *args: str, key: str = "right") -> sub
     env = {**os.environ, "PREFLIGHT_KEY": key}
     return subprocess.run([sys.executable, "-m", "geodistil.cli", "run", "--dataset", dataset, "--output", str(out),
                            "--base-url", base_url, "--api-key-env", "PREFLIGHT_KEY", "--timeout", "20", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=600, env=env)
 
 
 def assert_stopped_in_one_line(result: subprocess.CompletedProcess, out, words: str) -> None:
