@@ -214,6 +214,9 @@ class BrokenSandboxTool:
     def apply(self, image: Image.Image, arguments: dict[str, Any]) -> ToolOutput:
         raise SandboxError("a sandbox worker failed and was replaced: BrokenPipeError: [Errno 32] Broken pipe")
 
+    def settings(self) -> dict[str, Any]:
+        return {}
+
 
 CODE = {"name": "python_code_tool", "arguments": {"code": "result_image = image"}}
 
