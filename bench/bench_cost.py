@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,28 +40,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's geodistil, flows and tasks
+from geodistil.sim.net import free_port, wait_http  # noqa: E402  (after the path: this checkout's)
 CACHE = ROOT / "bench" / ".cache"
 CURATOR_VERSION = "0.1.31"
 TICK = os.sysconf("SC_CLK_TCK")
 PROMPT = "Where was this photo taken? Answer with \\boxed{latitude, longitude}."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def demo_dataset(n: int) -> str:
@@ -177,7 +159,7 @@ class Sim:
             [sys.executable, "-m", "geodistil.cli", "sim", "--port", str(self.port), "--latency", str(latency),
              "--tool-calls", "0", "--seed", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        wait_http(self.url + "/models")
+        wait_http(self.url + "/models", timeout=60)
 
     def stats(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/sim/stats", timeout=10).json()
