@@ -111,7 +111,7 @@ def parent_main(params_json: str) -> None:
     from flows.generation import run_generation
     from geodistil.config import GenerationConfig, TeacherConfig
     from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange, StorageSpec
+    from geodistil.store import SampleRange, StorageSpec
 
     p = json.loads(params_json)
     summary, failed = run_generation(

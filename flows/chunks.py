@@ -29,8 +29,8 @@ from prefect.states import Crashed
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec
-from geodistil.generate import Budget, StorageSpec, plan_keys, stop_reason_of
-from geodistil.store import RunLock, TraceStore, lock_holder, trace_name
+from geodistil.generate import Budget, plan_keys, stop_reason_of
+from geodistil.store import RunLock, StorageSpec, TraceStore, lock_holder, trace_name
 from geodistil.trace import TraceRecord
 from tasks.generation import notify
 

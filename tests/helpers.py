@@ -34,3 +34,24 @@ def sim_process(*args: str, port: int | None = None) -> Iterator[str]:
 
 def sim_stats(base_url: str) -> dict:
     return httpx.get(base_url.removesuffix("/v1") + "/sim/stats", timeout=5).json()
+
+
+@contextlib.contextmanager
+def loopback_s3(monkeypatch) -> Iterator[dict]:
+    """A loopback S3 server (moto) with the bucket ``traces-bucket``; test credentials in the
+    environment, as every worker machine has them. Yields the s3fs client options."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
+    s3fs.S3FileSystem(**options).makedirs("traces-bucket", exist_ok=True)  # moto state outlives a server
+    try:
+        yield options
+    finally:
+        server.stop()

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from flows.server import drain_services
 from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.data import DatasetSpec
 from geodistil.store import SampleRange, StorageSpec
-from tests.helpers import free_port, sim_process, sim_stats
-from flows.server import drain_services
+from tests.helpers import loopback_s3, sim_process, sim_stats
 from tests.prefect_server import prefect_server
 
 pytestmark = pytest.mark.slow
@@ -40,22 +40,8 @@ def demo_data(tmp_path_factory) -> str:
 
 @pytest.fixture()
 def s3(monkeypatch) -> Iterator[dict]:
-    """A loopback S3 server (moto); credentials in the environment, as every worker machine has them."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
-    s3fs.S3FileSystem(**options).makedirs("traces-bucket", exist_ok=True)  # moto state outlives a server
-    try:
+    with loopback_s3(monkeypatch) as options:
         yield options
-    finally:
-        server.stop()
 
 
 def generate(dataset: str, storage: StorageSpec, base_url: str, **runner) -> dict:

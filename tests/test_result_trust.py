@@ -80,7 +80,7 @@ def test_a_run_of_several_chunks_saves_its_result_storage_block_once(tmp_path, m
     import flows.generation
     from geodistil.config import TeacherConfig
     from geodistil.data import DatasetSpec
-    from geodistil.generate import SampleRange
+    from geodistil.store import SampleRange
     from geodistil.sim import SimConfig, SimServer, make_demo_dataset
     from tasks.results import result_storage_for
 

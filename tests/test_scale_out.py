@@ -20,8 +20,8 @@ import pytest
 
 from geodistil.config import GenerationConfig, TeacherConfig
 from geodistil.data import DatasetSpec
-from geodistil.generate import SampleRange, StorageSpec
-from tests.helpers import free_port, sim_process, sim_stats
+from geodistil.store import SampleRange, StorageSpec
+from tests.helpers import loopback_s3, sim_process, sim_stats
 from tests.prefect_server import prefect_cli, prefect_server, stop
 
 pytestmark = pytest.mark.slow
@@ -44,22 +44,8 @@ def server(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture()
 def s3(monkeypatch) -> Iterator[dict]:
-    """A loopback S3 server (moto); credentials in the environment, which the workers inherit."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
-    s3fs.S3FileSystem(**options).makedirs("traces-bucket", exist_ok=True)
-    try:
+    with loopback_s3(monkeypatch) as options:
         yield options
-    finally:
-        moto.stop()
 
 
 def start_worker(env: dict[str, str], where: Path, name: str) -> subprocess.Popen:
