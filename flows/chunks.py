@@ -29,6 +29,7 @@ from prefect.states import Crashed
 
 from geodistil.config import RolloutSettings
 from geodistil.data import DatasetSpec
+from geodistil.errors import ChunkFailed
 from geodistil.generate import Budget, plan_keys, stop_reason_of
 from geodistil.store import RunLock, StorageSpec, TraceStore, lock_holder, trace_name
 from geodistil.trace import TraceRecord
@@ -64,9 +65,9 @@ def _handed_off(store: TraceStore, first: int, last: int) -> list[TraceRecord]:
 
 def _stand_ins(first: int, last: int, settings: RolloutSettings, why: str) -> list[TraceRecord]:
     """Records for a chunk that failed every attempt: unfinished, so a retry of the run redoes them."""
-    n = settings.generation.rollouts_per_sample
+    n, error = settings.generation.rollouts_per_sample, ChunkFailed(why)
     return [TraceRecord(name=trace_name(i, r, n), sample_index=i, rollout_index=r, ok=False,
-                        error_kind="internal_error:chunk_failed", error=why)
+                        error_kind=error.error_kind, error=str(error))
             for i, r in plan_keys(range(first, last + 1), n)]
 
 

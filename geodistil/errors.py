@@ -24,6 +24,7 @@ Hierarchy (``family``, the first part of a trace's ``error_kind``, in brackets):
     ├── RetryableSampleError [retry_sample]      a Prefect task's sample failed transiently: retry the task
     ├── RerunSampleError [rerun_sample]          a Prefect task's sample failed for this run, not for a re-run
     └── TaskFailed [internal_error:task_failed]  a Prefect task failed without an error trace of its own
+        └── ChunkFailed [internal_error:chunk_failed]  a chunk run on a worker failed every attempt
 
 Every class says what a failure is worth, as class attributes: ``retryable`` whether the client
 and Prefect try it again within the run, ``rerun`` whether a re-run of the same command generates
@@ -237,6 +238,13 @@ class TaskFailed(GeodistilError):
     """A Prefect task failed without leaving an error trace (it crashed, or its worker died)."""
 
     kind = "task_failed"
+
+
+class ChunkFailed(TaskFailed):
+    """A chunk handed to a Prefect worker (``runner="workers"``) failed or was lost every attempt;
+    its samples are unfinished, so a retry of the run generates them."""
+
+    kind = "chunk_failed"
 
 
 def error_class(error_kind: str | None) -> type[GeodistilError] | None:

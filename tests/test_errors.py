@@ -106,6 +106,17 @@ def test_a_task_that_failed_otherwise_stands_in_as_task_failed(tmp_path):
     assert error_class(record.error_kind) is GeodistilError  # an internal error: retried, re-run
 
 
+def test_a_chunk_that_failed_every_attempt_leaves_unfinished_samples_a_retry_redoes():
+    from flows.chunks import _stand_ins
+    from geodistil.generate import is_unfinished
+
+    settings = RolloutSettings.model_validate({"generation": {"rollouts_per_sample": 2}})
+    records = _stand_ins(4, 5, settings, "worker lost")
+    assert [(r.sample_index, r.rollout_index) for r in records] == [(4, 0), (4, 1), (5, 0), (5, 1)]
+    assert {r.error_kind for r in records} == {"internal_error:chunk_failed"}
+    assert all(is_unfinished(r) and not stops_run(r) for r in records)
+
+
 def test_a_run_whose_store_fills_up_stops_starting_samples_with_one_line(tmp_path, monkeypatch):
     import asyncio
     import errno
