@@ -26,35 +26,18 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from geodistil.sim.net import free_port, wait_http  # noqa: E402  (after the path: this checkout's)
 POOL = "geodistil"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def tree_cpu(pid: int) -> float:
@@ -69,6 +52,18 @@ def tree_cpu(pid: int) -> float:
         with contextlib.suppress(psutil.NoSuchProcess):
             t = p.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def database_cpu(url: str | None) -> float:
+    """CPU seconds of the PostgreSQL processes on this machine (the server's database), 0 without one."""
+    if not url or not url.startswith("postgresql"):
+        return 0.0
+    total = 0.0
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        if (p.info["name"] or "").startswith("postgres") and p.info["cpu_times"] is not None:
+            t = p.info["cpu_times"]
+            total += t.user + t.system
     return total
 
 
@@ -132,6 +127,8 @@ def main() -> None:
     parser.add_argument("--chunks-per-worker", type=int, default=1)
     parser.add_argument("--dask", action=argparse.BooleanOptionalAction, default=True,
                         help="also run runner=dask (a temporary local Dask cluster per chunk, as with no dask_address)")
+    parser.add_argument("--database-url", help="the Prefect server's database, e.g. postgresql+asyncpg://prefect@"
+                        "127.0.0.1:5432/prefect (docs/deployment.md); its postgres processes' CPU is counted")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--parent", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -150,8 +147,9 @@ def main() -> None:
     base_env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_CLI_PROMPT": "false"}
     base_env.pop("PREFECT_API_KEY", None)
+    database = {"PREFECT_API_DATABASE_CONNECTION_URL": args.database_url} if args.database_url else {}
     server = Proc(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
-                   "--analytics-off"], {**base_env, **SERVER_SETTINGS}, tmp / "server.log")
+                   "--analytics-off"], {**base_env, **SERVER_SETTINGS, **database}, tmp / "server.log")
     sim_port = free_port()
     sim = Proc([sys.executable, "-m", "geodistil.cli", "sim", "--host", "127.0.0.1", "--port", str(sim_port),
                 "--latency", str(args.latency), "--tool-calls", "0", "--seed", "0"], base_env, tmp / "sim.log")
@@ -159,7 +157,7 @@ def main() -> None:
     rows = []
     try:
         wait_http(f"{api}/health", timeout=600)  # minutes on a loaded machine
-        wait_http(f"http://127.0.0.1:{sim_port}/v1/models")
+        wait_http(f"http://127.0.0.1:{sim_port}/v1/models", timeout=120)
         for cmd in (["work-pool", "create", POOL, "--type", "process", "--overwrite"],
                     ["--no-prompt", "deploy", "--name", "generate-chunk"]):
             done = subprocess.run(["prefect", *cmd], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -175,13 +173,14 @@ def main() -> None:
                             {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "2"},
                             tmp / f"worker-{n}-{i}.log", cwd=tmp) for i in range(n)]
             time.sleep(8 if workers else 0)  # the workers are up and polling before the clock starts
-            before = (server.cpu(), sim.cpu(), sum(w.cpu() for w in workers))
+            before = (server.cpu() + database_cpu(args.database_url), sim.cpu(), sum(w.cpu() for w in workers))
             params = dict(dataset=dataset, out=str(tmp / f"out-{runner}-{n}"), samples=args.samples, url=(
                 f"http://127.0.0.1:{sim_port}/v1"), concurrency=args.concurrency, chunk_size=chunk_size,
                 runner=runner, parallel_chunks=max(1, n * args.chunks_per_worker))
             wall, parent_cpu = run_parent(params, env, tmp / f"parent-{runner}-{n}.log")
             time.sleep(2)  # the server records the last events after the run has ended
-            server_cpu, sim_cpu = server.cpu() - before[0], sim.cpu() - before[1]
+            server_cpu = server.cpu() + database_cpu(args.database_url) - before[0]
+            sim_cpu = sim.cpu() - before[1]
             worker_cpu = sum(w.cpu() for w in workers) - before[2]
             for w in workers:
                 w.stop()
@@ -195,7 +194,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n{args.samples} samples, one request each (simulated teacher, {args.latency * 1000:g} ms latency), "
+    where = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"\nPrefect server on {where} (its CPU counted with the server's); "
+          f"{args.samples} samples, one request each (simulated teacher, {args.latency * 1000:g} ms latency), "
           f"{args.concurrency} tasks in flight per chunk, {os.cpu_count()} CPUs (load average "
           f"{os.getloadavg()[0]:.1f})")
     print(f"{'configuration':<14} {'wall s':>7} {'samples/s':>10} {'samples/CPU-s':>14} {'x local':>8} "
