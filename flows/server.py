@@ -48,6 +48,7 @@ TEMPORARY_SERVER_SETTINGS = {
 }
 
 _PR_SET_PDEATHSIG = 1
+DRAIN_TIMEOUT_S = 30.0
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -146,13 +147,15 @@ def temporary_server() -> Iterator[str]:
 def drain_services() -> None:
     """Send the logs and events this process still queues while the server is there to take them
     (else Prefect prints "Error logging to API" after the run). Call it where the settings point
-    at that server: outside, it would start an ephemeral one."""
+    at that server: outside, it would start an ephemeral one. Events still unsent after
+    ``DRAIN_TIMEOUT_S`` are given up (an events worker left pointing at a server that is gone
+    would otherwise hold this process forever)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     with contextlib.suppress(RuntimeError):  # the log worker never started
         APILogWorker.instance().drain()
-    EventsWorker.drain_all()
+    EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_S)
 
 
 def _wait_healthy(server: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
