@@ -74,6 +74,7 @@ def test_a_run_over_two_workers_survives_losing_one_mid_chunk_with_no_sample_gen
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.generation import generate_flow
+    from flows.server import drain_services
     from geodistil.sim.demo_data import make_demo_dataset
 
     dataset = make_demo_dataset(str(tmp_path / "demo"), n=N, seed=5)
@@ -109,6 +110,7 @@ def test_a_run_over_two_workers_survives_losing_one_mid_chunk_with_no_sample_gen
             parent.join(600)
             assert not parent.is_alive()
             requests = sim_stats(url)["requests"]
+            drain_services()  # this thread's events go to the module's server while it is there
     finally:
         for worker in workers:
             stop(worker)
