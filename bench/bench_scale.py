@@ -1,6 +1,5 @@
 """Scale-out figures: the local runner against ``runner="workers"`` with 1, 2 and 4 Prefect
-process workers (and ``runner="dask"`` on a local cluster), on the same CPU-bound workload,
-side by side in one run.
+process workers, on the same CPU-bound workload, side by side in one run.
 
 The workload: the simulated teacher in its own process with near-zero latency and no tool calls
 (one request per sample), so what is measured is geodistil's and Prefect's own CPU. Every
@@ -125,8 +124,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="per-sample tasks in flight per chunk")
     parser.add_argument("--latency", type=float, default=0.001, help="the simulated teacher's seconds per request")
     parser.add_argument("--chunks-per-worker", type=int, default=1)
-    parser.add_argument("--dask", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run runner=dask (a temporary local Dask cluster per chunk, as with no dask_address)")
     parser.add_argument("--database-url", help="the Prefect server's database, e.g. postgresql+asyncpg://prefect@"
                         "127.0.0.1:5432/prefect (docs/deployment.md); its postgres processes' CPU is counted")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -163,8 +160,7 @@ def main() -> None:
             done = subprocess.run(["prefect", *cmd], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
             if done.returncode:
                 raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-        configs = [("local", 0)] + [("dask", 0)] * args.dask + [
-            ("workers", int(n)) for n in args.workers.split(",") if n]
+        configs = [("local", 0)] + [("workers", int(n)) for n in args.workers.split(",") if n]
         for runner, n in configs:
             label = f"{runner} runner" if runner != "workers" else f"{n} worker{'s' * (n > 1)}"
             chunk_size = 1000 if runner != "workers" else math.ceil(args.samples / (n * args.chunks_per_worker))

@@ -97,7 +97,7 @@ async def run_chunks_on_workers(deployment: str, parallel: int, dataset: Dataset
         params: dict[str, Any] = {
             "dataset": dataset.model_dump(mode="json"), "storage": storage.model_dump(mode="json"),
             "settings": settings.model_dump(mode="json"), "first": chunk.first, "last": chunk.last,
-            "refresh": refresh, "runner": "local", "spent_usd": spent.cost_usd, "spent_tokens": spent.tokens,
+            "refresh": refresh, "spent_usd": spent.cost_usd, "spent_tokens": spent.tokens,
             "spent_samples": spent.done, "hand_off": True}
         run = await run_deployment(deployment, parameters=params, timeout=0, as_subflow=True,
                                    flow_run_name=f"chunk-{chunk.first}-{chunk.last}")

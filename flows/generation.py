@@ -5,9 +5,6 @@ run of 100000 samples keeps Prefect's per-run bookkeeping and this process's mem
 Inside a chunk at most ``generation.max_concurrency`` per-sample tasks are in flight:
 
 - ``runner="local"``: the tasks run concurrently on the flow's own event loop;
-- ``runner="dask"``: they are submitted to a ``DaskTaskRunner`` (``dask_address`` names an
-  existing ``dask.distributed`` scheduler; none starts a temporary local cluster per chunk) and
-  run on the cluster's worker threads, one teacher client per worker process;
 - ``runner="workers"``: each chunk is a flow run of the ``generate-chunk`` deployment, picked up
   by Prefect workers on any machine (``flows.chunks``); they write traces, this run the manifest.
 
@@ -33,13 +30,11 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from itertools import islice
 from typing import Any, Literal
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import WritableFileSystem
-from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
@@ -54,11 +49,11 @@ from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
 from geodistil.store import SUMMARY, RunLock, SampleRange, StorageSpec, TraceStore
 from geodistil.trace import TraceRecord
-from tasks.generation import SampleJob, close_shared_contexts, generate_sample, generate_sample_on_worker, notify
+from tasks.generation import SampleJob, close_shared_contexts, generate_sample, notify
 from tasks.results import result_storage_for
 
 
-Runner = Literal["local", "dask", "workers"]
+Runner = Literal["local", "workers"]
 
 
 def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> TraceRecord:
@@ -97,49 +92,12 @@ async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], 
     return [r for r in await asyncio.gather(*(one(job) for job in jobs)) if r is not None]
 
 
-async def _run_on_task_runner(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
-                              finish: Callable[[SampleJob, State], Awaitable[TraceRecord]],
-                              fail_fast: FailFast) -> list[TraceRecord]:
-    """Submit the tasks to the flow's task runner, keeping ``limit`` in flight; records in job
-    order, none for the jobs not submitted because ``fail_fast`` said stop.
-
-    A finished future wakes this loop through its done callback (called on a thread of the
-    runner), so nothing here blocks on a future, and results are read while others run.
-    """
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Queue[int] = asyncio.Queue()
-    futures: dict[int, PrefectFuture[Any]] = {}
-    records: dict[int, asyncio.Future[TraceRecord]] = {}
-    upcoming = iter(range(len(jobs)))
-
-    def submit(i: int) -> None:
-        # not quote()d as on the flow loop: prefect-dask hands the task the quote itself, not the job
-        fail_fast.budget.start()
-        futures[i] = future = sample_task.submit(jobs[i])
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(finished.put_nowait, i))
-
-    for i in islice(upcoming, limit):
-        submit(i)
-    while futures:
-        i = await finished.get()
-        future = futures.pop(i)
-        # Done, but its final state still has to be fetched from the worker: wait for it off this
-        # loop. A zero timeout gives up on a busy cluster, and the state then falls back to what
-        # the API knows so far, which may not yet be final: a finished sample counted as failed.
-        await asyncio.to_thread(future.wait)
-        records[i] = asyncio.ensure_future(finish(jobs[i], future.state))
-        if not fail_fast.reason:
-            for j in islice(upcoming, 1):
-                submit(j)
-    return list(await asyncio.gather(*(records[i] for i in sorted(records))))
-
-
 # Not persisted on purpose: when a failed flow run is retried, Prefect reuses a finished subflow's
 # persisted result instead of running it again, which would replay this chunk's failed records.
 # Unpersisted, the chunk runs again and its finished samples are cache hits.
 @flow(name="geodistil-generate-chunk", flow_run_name="chunk-{first}-{last}", log_prints=False, persist_result=False)
 async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: RolloutSettings,
-                         first: int, last: int, refresh: bool = False, runner: Runner = "local",
+                         first: int, last: int, refresh: bool = False,
                          spent_usd: float = 0.0, spent_tokens: int = 0, spent_samples: int = 0,
                          hand_off: bool = False, result_storage: WritableFileSystem | None = None
                          ) -> list[TraceRecord]:
@@ -150,8 +108,7 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
     logger = get_run_logger()
     if result_storage is None:
         result_storage = await result_storage_for(storage)
-    sample_task = generate_sample if runner == "local" else generate_sample_on_worker
-    sample_task = sample_task.with_options(result_storage=result_storage, refresh_cache=refresh)
+    sample_task = generate_sample.with_options(result_storage=result_storage, refresh_cache=refresh)
     store = storage.store()
     jobs = [SampleJob(dataset=dataset, storage=storage, settings=settings, sample_index=i, rollout_index=r,
                       refresh=refresh)
@@ -170,13 +127,12 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
         notify(record)
         return record
 
-    run = _run_on_flow_loop if runner == "local" else _run_on_task_runner
     lease = chunk_lease(store, first, last, owner=f"chunk flow run {flow_run.name!r} ({flow_run.id})") \
         if hand_off else None
     if lease is not None:
         await asyncio.to_thread(lease.acquire)  # StoreLockedError: another run of this chunk is alive
     try:
-        records = await run(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
+        records = await _run_on_flow_loop(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
         if lease is not None:
             await asyncio.to_thread(hand_off_records, store, first, last, records)
         return records
@@ -205,17 +161,14 @@ async def generate_flow(
     chunk_size: int = 1000,
     refresh: bool = False,
     runner: Runner = "local",
-    dask_address: str | None = None,
     chunk_deployment: str = CHUNK_DEPLOYMENT,
     parallel_chunks: int = 4,
 ) -> dict[str, Any] | State:
     """Distil traces for a range of samples into a trace store; returns the run summary.
 
-    ``runner="dask"`` fans the per-sample tasks out to the Dask cluster at ``dask_address``
-    (``tcp://host:8786``); ``runner="workers"`` starts each chunk as a flow run of
-    ``chunk_deployment``, at most ``parallel_chunks`` at a time, for Prefect workers to pick up
-    (``flows.chunks``). Either way every worker must see the dataset and the trace store at the
-    same paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
+    ``runner="workers"`` starts each chunk as a flow run of ``chunk_deployment``, at most
+    ``parallel_chunks`` at a time, for Prefect workers to pick up (``flows.chunks``); every worker
+    must see the dataset and the trace store at the same paths (shared disk, or ``s3://``). Ends Failed if any sample still failed after its retries,
     or if the teacher rejected the first samples alike (then no later sample was started), and at
     once (``StoreLockedError``) if another run holds the store's lock.
     """
@@ -228,8 +181,6 @@ async def generate_flow(
     logger.info("generating %d samples x %d rollouts from %s into %s (teacher %s at %s)",
                 len(indices), generation.rollouts_per_sample, ds.path, storage.url,
                 teacher.model, redact_url(teacher.resolved_base_url()))
-    chunk_flow = generate_chunk if runner != "dask" else generate_chunk.with_options(
-        task_runner=_dask_task_runner(dask_address))
     lock = RunLock(storage.store(), owner=f"flow run {flow_run.name!r} ({flow_run.id})")
     await asyncio.to_thread(lock.acquire)  # two runs on one store would send the same requests twice
     if lock.replaced is not None:
@@ -247,8 +198,8 @@ async def generate_flow(
                                                            settings, ranges, refresh, spent)
             ranges = []
         for first, last in ranges:
-            chunk = await chunk_flow(dataset, storage, settings, first, last, refresh, runner,
-                                     spent.cost_usd, spent.tokens, spent.done, result_storage=result_storage)
+            chunk = await generate_chunk(dataset, storage, settings, first, last, refresh,
+                                         spent.cost_usd, spent.tokens, spent.done, result_storage=result_storage)
             records.extend(chunk)
             for record in chunk:
                 spent.add(record, started=False)
@@ -279,15 +230,6 @@ async def generate_flow(
             logger.error("%s: %s: %s", record.name, record.error_kind, record.error)
         return Failed(message=message)
     return summary
-
-
-def _dask_task_runner(address: str | None) -> Any:
-    """A ``DaskTaskRunner`` on the cluster at ``address`` (none: a temporary local cluster per chunk)."""
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError as exc:
-        raise RuntimeError("runner='dask' needs the distributed extra: pip install 'geodistil[distributed]'") from exc
-    return DaskTaskRunner(address=address) if address else DaskTaskRunner()
 
 
 def use_server_settings() -> None:

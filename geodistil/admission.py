@@ -297,7 +297,7 @@ _shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, st
 
 def admission_for(where: str, model: str, limits: Limits) -> Admission:
     """The process's controller for this teacher on the running event loop (one loop per process
-    with Prefect's local runner; each Dask worker process has its own)."""
+    with Prefect's local runner; each worker process of ``runner="workers"`` has its own)."""
     per_loop = _shared.setdefault(asyncio.get_running_loop(), {})
     key = (where, model)
     if key not in per_loop:

@@ -4,10 +4,6 @@ The cache key is built from explicit, versioned fields (dataset fingerprint, set
 fingerprint, trace store, sample and rollout index), never from Prefect's default policy,
 which includes the flow run id and so only hits inside one run. The task's persisted result
 is the small ``TraceRecord`` as JSON; the full trace lives only in the trace store.
-
-Two tasks share that name, key and retries: ``generate_sample``, awaited on the flow's event
-loop, and ``generate_sample_on_worker``, a sync task for task runners such as Dask that run
-it on another process's thread (see ``tasks.contexts`` for why it must be sync there).
 """
 
 from __future__ import annotations
@@ -28,10 +24,10 @@ from geodistil.errors import GeodistilError, RerunSampleError, RetryableSampleEr
 from geodistil.generate import finished_record, is_retryable, is_unfinished, run_one
 from geodistil.store import StorageSpec, TraceStore, trace_name
 from geodistil.trace import TraceRecord
-from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context
+from tasks.contexts import close_shared_contexts, shared_context
 from tasks.results import TraceRecordSerializer
 
-__all__ = ["SampleJob", "RetryableSampleError", "sample_cache_key", "generate_sample", "generate_sample_on_worker",
+__all__ = ["SampleJob", "RetryableSampleError", "sample_cache_key", "generate_sample",
            "close_shared_contexts", "add_listener", "remove_listener", "notify"]
 
 CACHE_KEY_VERSION = "geodistil-sample-v1"
@@ -141,13 +137,8 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     return record
 
 
-def generate_sample_on_worker_fn(job: SampleJob) -> TraceRecord:
-    """``generate_sample_fn`` on this process's long-lived loop, so its teacher client outlives the task."""
-    return run_on_worker_loop(generate_sample_fn(job))
-
-
-# The same name, retries and cache key for both: a result cached by one is a hit for the other.
-_SAMPLE_TASK_OPTIONS: dict[str, Any] = dict(
+generate_sample = task(
+    generate_sample_fn,
     name="generate-sample",
     task_run_name="sample-{job.sample_index}-r{job.rollout_index}",
     retries=2,
@@ -159,8 +150,3 @@ _SAMPLE_TASK_OPTIONS: dict[str, Any] = dict(
     result_serializer=TraceRecordSerializer(),  # JSON: the store is data, never code (see tasks.results)
     cache_result_in_memory=False,
 )
-
-# awaited on the flow's event loop (the local runner)
-generate_sample = task(generate_sample_fn, **_SAMPLE_TASK_OPTIONS)
-# submitted to a task runner whose workers are threads of other processes (Dask)
-generate_sample_on_worker = task(generate_sample_on_worker_fn, **_SAMPLE_TASK_OPTIONS)

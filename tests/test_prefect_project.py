@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from geodistil.config import RolloutSettings, TeacherConfig
-from tasks.contexts import close_shared_contexts, run_on_worker_loop, shared_context, teacher_api_key
+from tasks.contexts import close_shared_contexts, shared_context, teacher_api_key
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -51,37 +49,19 @@ def test_no_deployment_parameter_holds_a_key():
     assert "api_key" not in TeacherConfig.model_fields  # only the env var's name or the Secret block's name
 
 
-def test_the_generation_flow_offers_the_dask_and_workers_runners_as_a_parameter():
-    from flows.generation import generate_flow
+def test_the_generation_flow_offers_the_workers_runner_as_a_parameter():
+    from flows.generation import generate_chunk, generate_flow
 
     properties = generate_flow.parameters.properties
-    assert properties["runner"]["enum"] == ["local", "dask", "workers"]
+    assert properties["runner"]["enum"] == ["local", "workers"]
     assert properties["runner"]["default"] == "local"
-    assert "dask_address" in properties
+    assert "dask_address" not in properties and "runner" not in generate_chunk.parameters.properties
     assert properties["chunk_deployment"]["default"] == "geodistil-generate-chunk/generate-chunk"
     assert {d["entrypoint"] for d in DEPLOYMENTS} >= {"flows/generation.py:generate_chunk"}  # what it names
 
 
 def test_without_a_secret_name_the_key_comes_from_the_environment():
     assert asyncio.run(teacher_api_key(TeacherConfig())) is None
-
-
-def test_the_worker_loop_outlives_each_call_and_runs_in_the_callers_context():
-    var: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
-
-    async def probe() -> tuple[int, str]:
-        return id(asyncio.get_running_loop()), var.get()
-
-    def from_another_thread() -> tuple[int, str]:
-        var.set("thread")
-        return run_on_worker_loop(probe())
-
-    var.set("main")
-    first = run_on_worker_loop(probe())
-    with ThreadPoolExecutor(1) as pool:
-        second = pool.submit(from_another_thread).result()
-    assert first[0] == second[0]
-    assert (first[1], second[1]) == ("main", "thread")
 
 
 def test_tasks_on_one_loop_share_one_teacher_client_until_it_is_closed():
@@ -94,13 +74,8 @@ def test_tasks_on_one_loop_share_one_teacher_client_until_it_is_closed():
         await close_shared_contexts()
         return a, b, c
 
-    async def on_worker_loop() -> object:
-        return await shared_context(settings)
-
     first, again, after_close = asyncio.run(twice())
     assert first is again and after_close is not first
-    worker = run_on_worker_loop(on_worker_loop())
-    assert worker is run_on_worker_loop(on_worker_loop()) and worker is not first
 
 
 def test_the_server_settings_are_prefect_settings_and_the_environment_keeps_its_own(monkeypatch):
