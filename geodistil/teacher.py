@@ -305,15 +305,15 @@ class TeacherClient:
         """One chat completion; retries transient failures and raises ``TeacherError`` after the last,
         raises ``TeacherRejected`` (or a subclass) for a 4xx no parameter correction fixes."""
         profile = await self.server_profile()
-        if self._settled:
-            return await self._complete(profile, messages, generation, tools, seed)
-        async with self._first_lock:
-            if self._settled:  # another conversation's first request went through while this one waited
-                return await self._complete(profile, messages, generation, tools, seed)
-            try:
-                return await self._complete(profile, messages, generation, tools, seed)
-            finally:
-                self._settled = True
+        if not self._settled:
+            async with self._first_lock:
+                if not self._settled:  # else another conversation's first request went through meanwhile
+                    try:
+                        return await self._complete(profile, messages, generation, tools, seed)
+                    finally:
+                        self._settled = True
+        # outside the lock: the requests that queued behind the first one go out together
+        return await self._complete(profile, messages, generation, tools, seed)
 
     async def _complete(self, profile: ServerProfile, messages: Sequence[dict[str, Any]] | EncodedMessages,
                         generation: GenerationConfig, tools: list[dict[str, Any]] | None,

@@ -53,6 +53,17 @@ def outage_once_running(sim: SimServer, seconds: float) -> threading.Thread:
     return thread
 
 
+def test_the_conversations_that_wait_for_the_first_request_then_go_out_together(dataset, tmp_path):
+    # the first request goes alone (a refused parameter is learnt once); the 31 conversations that
+    # queued behind it must then be sent together, not one after another (a bug that held the
+    # lock through each queued request and cost 256 x 2 s at the start of a 256-wide run)
+    with SimServer(SimConfig(port=0, tool_calls=0, latency=0.4)) as sim:
+        summary, _ = run(dataset, tmp_path, settings(sim.base_url, concurrency=32), 64)
+        stats = sim.stats()
+    assert summary["success"] == 64 and stats["requests"] == 64
+    assert stats["max_in_flight"] >= 31
+
+
 def test_an_announced_request_limit_is_kept_with_under_two_percent_of_requests_refused(dataset, tmp_path):
     with SimServer(SimConfig(port=0, rpm_limit=600, tool_calls=0, latency=0.05)) as sim:
         summary, _ = run(dataset, tmp_path, settings(sim.base_url), 60)
