@@ -49,6 +49,7 @@ from geodistil.memory import release_free_memory
 from geodistil.redact import redact_url
 from geodistil.store import SUMMARY, RunLock, SampleRange, StorageSpec, TraceStore
 from geodistil.trace import TraceRecord
+from tasks.contexts import shared_context
 from tasks.generation import SampleJob, close_shared_contexts, generate_sample, notify
 from tasks.results import result_storage_for
 
@@ -132,6 +133,9 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
     if lease is not None:
         await asyncio.to_thread(lease.acquire)  # StoreLockedError: another run of this chunk is alive
     try:
+        # the teacher's client and profile (a GET of its model list) before hundreds of samples
+        # start: otherwise the first request waits for it behind every sample's start
+        await (await shared_context(settings)).teacher.server_profile()
         records = await _run_on_flow_loop(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
         if lease is not None:
             await asyncio.to_thread(hand_off_records, store, first, last, records)

@@ -194,10 +194,15 @@ class Rollout:
     async def _load(self) -> tuple[Sample, int]:
         """Read the sample, register its image as sent (ref 0) and record how it was prepared."""
         image = self.settings.image
-        sample, sent_image, source = await asyncio.to_thread(_load, self.dataset, self.trace.sample_index, image)
+
+        def load_and_register() -> tuple[Sample, Image.Image, bytes | None, int]:
+            # one trip to a thread: the samples of a run start together and queue for a few threads
+            sample, sent_image, source = _load(self.dataset, self.trace.sample_index, image)
+            return sample, sent_image, source, self.convo.add_image(sent_image, source)
+
+        sample, sent_image, source, ref0 = await asyncio.to_thread(load_and_register)
         self.trace.ground_truth = LatLon(lat=sample.lat, lon=sample.lon)
         self.trace.clues = sample.clues
-        ref0 = await asyncio.to_thread(self.convo.add_image, sent_image, source)
         self.trace.preprocess = Preprocess(original_size=sample.original_size, sent_size=sent_image.size,
                                            max_pixels=image.max_pixels, decode_scale=sample.decode_scale,
                                            sent_as="not_sent" if image.text_only

@@ -19,7 +19,7 @@ from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from geodistil.config import RolloutSettings
-from geodistil.data import DatasetSpec, open_dataset
+from geodistil.data import DatasetSpec, GeoDataset, open_dataset
 from geodistil.errors import GeodistilError, RerunSampleError, RetryableSampleError
 from geodistil.generate import finished_record, is_retryable, is_unfinished, run_one
 from geodistil.store import StorageSpec, TraceStore, trace_name
@@ -124,12 +124,19 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     """Roll out one sample unless the store already holds its finished trace."""
     store = _store(job.storage)
     fingerprint = _settings_fingerprint(job.settings)
-    # a run killed after writing a trace but before Prefect persisted the result resumes here
-    record = None if job.refresh else await asyncio.to_thread(finished_record, store, job.name, fingerprint)
-    if record is None:
-        dataset = await asyncio.to_thread(open_dataset, job.dataset)
+
+    def stored_or_dataset() -> TraceRecord | GeoDataset:
+        # a run killed after writing a trace but before Prefect persisted the result resumes here;
+        # one trip to a thread for both: hundreds of samples start at once and queue for 6 threads
+        stored = None if job.refresh else finished_record(store, job.name, fingerprint)
+        return stored if stored is not None else open_dataset(job.dataset)
+
+    found = await asyncio.to_thread(stored_or_dataset)
+    if isinstance(found, TraceRecord):
+        record = found
+    else:
         ctx = await shared_context(job.settings)
-        record = await run_one(dataset, job.sample_index, job.rollout_index, ctx, store)
+        record = await run_one(found, job.sample_index, job.rollout_index, ctx, store)
     if is_retryable(record):
         raise RetryableSampleError(f"{job.name}: {record.error}")
     if is_unfinished(record):
