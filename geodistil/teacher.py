@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import random
-import re
 import socket
 import time
 from collections.abc import Sequence
@@ -116,14 +115,23 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
 
 
 IMAGE_TOKENS_ESTIMATE = 1000  # about a 1024x768 image on a Qwen2.5-VL; the usage of replies corrects it
-_DATA_URL = re.compile(rb"data:image/[a-z]+;base64,[A-Za-z0-9+/=]*")
+_DATA_URL = b"data:image/"
 
 
 def prompt_tokens_estimate(encoded: bytes) -> float:
-    """Prompt tokens before the request: four characters a token, a fixed cost per image."""
-    images = _DATA_URL.findall(encoded)
-    text = len(encoded) - sum(map(len, images))
-    return text / 4 + IMAGE_TOKENS_ESTIMATE * len(images)
+    """Prompt tokens before the request: four characters a token, a fixed cost per image.
+
+    An image is a data URL inside a JSON string, so it ends at the next quote: found with
+    ``bytes.find`` (memchr), not a regex walking the 100 KB or so of base64 byte by byte.
+    """
+    images = image_bytes = 0
+    start = encoded.find(_DATA_URL)
+    while start != -1:
+        end = encoded.find(b'"', start)
+        end = len(encoded) if end == -1 else end
+        images, image_bytes = images + 1, image_bytes + end - start
+        start = encoded.find(_DATA_URL, end)
+    return (len(encoded) - image_bytes) / 4 + IMAGE_TOKENS_ESTIMATE * images
 
 
 def failure_kind(exc: BaseException) -> str:

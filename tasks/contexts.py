@@ -30,9 +30,10 @@ async def teacher_api_key(teacher: TeacherConfig) -> str | None:
     return str(secret.get())
 
 
-async def shared_context(settings: RolloutSettings) -> RolloutContext:
-    """The rollout context (teacher client, tools) for these settings on the running loop."""
-    key = (settings.model_dump_json(), id(asyncio.get_running_loop()))
+async def shared_context(settings: RolloutSettings, settings_json: str | None = None) -> RolloutContext:
+    """The rollout context (teacher client, tools) for these settings on the running loop;
+    ``settings_json``: ``settings.model_dump_json()`` where the caller has it already."""
+    key = (settings_json or settings.model_dump_json(), id(asyncio.get_running_loop()))
     if key not in _contexts:
         api_key = await teacher_api_key(settings.teacher)
         if key not in _contexts:  # another task of this loop may have built it while we waited

@@ -135,7 +135,7 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     if isinstance(found, TraceRecord):
         record = found
     else:
-        ctx = await shared_context(job.settings)
+        ctx = await shared_context(job.settings, _once("settings-json", (job.settings,), job.settings.model_dump_json))
         record = await run_one(found, job.sample_index, job.rollout_index, ctx, store)
     if is_retryable(record):
         raise RetryableSampleError(f"{job.name}: {record.error}")
