@@ -7,6 +7,9 @@ off), ``--in-flight`` requests in flight.
 
 - ``plain``: ``openai.AsyncOpenAI`` + asyncio, the dataset's JPEG sent as it is, one JSON line per
   answer: the floor any driver pays;
+- ``prefect`` (with ``--sides ...,prefect``): the plain driver's request as one Prefect task run
+  each (cache key, persisted JSON result, retries), on the same temporary server geodistil
+  starts: Prefect's own floor, the least a task run per sample can cost;
 - ``geodistil``: ``geodistil run`` with its default temporary (embedded) Prefect server;
 - ``geodistil+server``: ``geodistil run`` against a separate ``prefect server start``;
 - ``curator`` (with ``--curator``): bespokelabs-curator 0.1.31 in a virtual environment of its own
@@ -235,6 +238,64 @@ def plain_driver(dataset: str, out: str, url: str, in_flight: str, samples: str)
     Path(out).write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
+def prefect_driver(dataset: str, out: str, url: str, in_flight: str, samples: str) -> None:
+    """Prefect's own floor: the plain driver's request, each one a Prefect task run in a flow, as
+    geodistil makes it (cache key, persisted JSON result, retries, the parameters quoted), on the
+    same temporary server with the same settings: what Prefect adds to the floor, before geodistil."""
+    import asyncio
+    import base64
+    import contextlib
+
+    import datasets
+    import openai
+    from prefect import flow, task
+    from prefect.serializers import JSONSerializer
+    from prefect.utilities.annotations import quote
+
+    from flows.generation import quiet_completed_task_runs, use_server_settings
+    from flows.server import temporary_server
+    from geodistil.store import StorageSpec
+    from tasks.results import result_storage_for
+
+    ds = datasets.load_from_disk(dataset).cast_column("image", datasets.Image(decode=False))
+    n, limit = int(samples), int(in_flight)
+    client: openai.AsyncOpenAI | None = None
+
+    @task(name="request", task_run_name="request-{i}", retries=2, persist_result=True, cache_result_in_memory=False,
+          cache_key_fn=lambda _, parameters: f"prefect-floor-{parameters['i']:06d}", result_serializer=JSONSerializer())
+    async def request(i: int, row: dict) -> dict:
+        image = base64.b64encode(row["image"]["bytes"]).decode()
+        reply = await client.chat.completions.create(model="geodistil-sim", max_tokens=512, messages=[
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+                {"type": "text", "text": PROMPT}]}])
+        return {"index": i, "answer": reply.choices[0].message.content, "usage": reply.usage.model_dump()}
+
+    @flow(name="prefect-floor", log_prints=False)
+    async def main() -> list[dict]:
+        nonlocal client
+        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=2, timeout=600,
+                                    http_client=openai.DefaultAsyncHttpxClient(
+                                        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit)))
+        semaphore = asyncio.Semaphore(limit)
+        # the result storage a geodistil run saves: a block, results beside the output
+        stored = request.with_options(result_storage=await result_storage_for(StorageSpec(url=out + ".store")))
+
+        async def one(i: int) -> dict:
+            async with semaphore:
+                return await stored(i, quote(ds[i]))
+
+        records = await asyncio.gather(*(one(i) for i in range(n)))
+        await client.close()
+        return records
+
+    use_server_settings()
+    quiet_completed_task_runs()
+    with temporary_server() if not os.environ.get("PREFECT_API_URL") else contextlib.nullcontext():
+        records = asyncio.run(main())
+    Path(out).write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
 CURATOR_SCRIPT = r'''
 import os, sys, base64
 dataset, url, in_flight, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -326,6 +387,11 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
                       "b.plain_driver(*sys.argv[1:])")
             cmd = lambda url, driver=driver, out=out: [sys.executable, "-c", driver, dataset, str(out), url, str(c), str(n)]
             rows.append(run_side("plain asyncio floor", cmd, env, latency, n, c))
+        elif side == "prefect":
+            driver = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_cost as b; "
+                      "b.prefect_driver(*sys.argv[1:])")
+            cmd = lambda url, driver=driver, out=out: [sys.executable, "-c", driver, dataset, str(out), url, str(c), str(n)]
+            rows.append(run_side("prefect floor (tasks, embedded)", cmd, env, latency, n, c))
         elif side == "geodistil":
             rows.append(run_side("geodistil (embedded server)", lambda url, geodistil=geodistil: [*geodistil, url], env, latency, n, c))
         elif side == "geodistil@baseline" and args.baseline:
