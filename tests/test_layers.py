@@ -81,6 +81,8 @@ def build_graph(root: Path = ROOT, walked: Iterable[str] = WALKED) -> Graph:
     graph = Graph()
     for top in walked:
         for path in sorted((root / top).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue  # not the project's: e.g. bench/.cache, the benchmarks' own virtual environments
             graph.files[module_name(path, root)] = path
     known = set(graph.files)
     for module, path in graph.files.items():
