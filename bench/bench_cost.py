@@ -202,33 +202,47 @@ class PrefectServer:
 
 # ----- the sides -----
 
+def _client(url: str, limit: int):
+    """The openai client both drivers use: ``limit`` connections, the sim's settings."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=2, timeout=600,
+                              http_client=openai.DefaultAsyncHttpxClient(
+                                  limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit)))
+
+
+async def _ask(client, i: int, row: dict) -> dict:
+    """One sample's request, the JPEG file as a data URL; its answer as a JSON-able line."""
+    import base64
+
+    image = base64.b64encode(row["image"]["bytes"]).decode()
+    reply = await client.chat.completions.create(model="geodistil-sim", max_tokens=512, messages=[
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+            {"type": "text", "text": PROMPT}]}])
+    return {"index": i, "answer": reply.choices[0].message.content, "usage": reply.usage.model_dump()}
+
+
+def _file_bytes(dataset: str):
+    import datasets
+
+    return datasets.load_from_disk(dataset).cast_column("image", datasets.Image(decode=False))  # the file's bytes
+
+
 def plain_driver(dataset: str, out: str, url: str, in_flight: str, samples: str) -> None:
     """The floor: AsyncOpenAI + a semaphore, the JPEG as a data URL, one JSON line per answer."""
     import asyncio
-    import base64
 
-    import datasets
-    import openai
-
-    ds = datasets.load_from_disk(dataset).cast_column("image", datasets.Image(decode=False))  # the file's bytes
+    ds = _file_bytes(dataset)
     n, limit = int(samples), int(in_flight)
 
     async def main() -> list[dict]:
-        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=2, timeout=600,
-                                    http_client=openai.DefaultAsyncHttpxClient(
-                                        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit)))
+        client = _client(url, limit)
         semaphore = asyncio.Semaphore(limit)
 
         async def one(i: int) -> dict:
             async with semaphore:
-                row = ds[i]
-                image = base64.b64encode(row["image"]["bytes"] if isinstance(row["image"], dict)
-                                         else row["image"]).decode()
-                reply = await client.chat.completions.create(model="geodistil-sim", max_tokens=512, messages=[
-                    {"role": "user", "content": [
-                        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
-                        {"type": "text", "text": PROMPT}]}])
-                return {"index": i, "answer": reply.choices[0].message.content, "usage": reply.usage.model_dump()}
+                return await _ask(client, i, ds[i])
 
         records = await asyncio.gather(*(one(i) for i in range(n)))
         await client.close()
@@ -243,11 +257,8 @@ def prefect_driver(dataset: str, out: str, url: str, in_flight: str, samples: st
     geodistil makes it (cache key, persisted JSON result, retries, the parameters quoted), on the
     same temporary server with the same settings: what Prefect adds to the floor, before geodistil."""
     import asyncio
-    import base64
     import contextlib
 
-    import datasets
-    import openai
     from prefect import flow, task
     from prefect.serializers import JSONSerializer
     from prefect.utilities.annotations import quote
@@ -257,26 +268,19 @@ def prefect_driver(dataset: str, out: str, url: str, in_flight: str, samples: st
     from geodistil.store import StorageSpec
     from tasks.results import result_storage_for
 
-    ds = datasets.load_from_disk(dataset).cast_column("image", datasets.Image(decode=False))
+    ds = _file_bytes(dataset)
     n, limit = int(samples), int(in_flight)
-    client: openai.AsyncOpenAI | None = None
+    client = None
 
     @task(name="request", task_run_name="request-{i}", retries=2, persist_result=True, cache_result_in_memory=False,
           cache_key_fn=lambda _, parameters: f"prefect-floor-{parameters['i']:06d}", result_serializer=JSONSerializer())
     async def request(i: int, row: dict) -> dict:
-        image = base64.b64encode(row["image"]["bytes"]).decode()
-        reply = await client.chat.completions.create(model="geodistil-sim", max_tokens=512, messages=[
-            {"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
-                {"type": "text", "text": PROMPT}]}])
-        return {"index": i, "answer": reply.choices[0].message.content, "usage": reply.usage.model_dump()}
+        return await _ask(client, i, row)
 
     @flow(name="prefect-floor", log_prints=False)
     async def main() -> list[dict]:
         nonlocal client
-        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=2, timeout=600,
-                                    http_client=openai.DefaultAsyncHttpxClient(
-                                        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit)))
+        client = _client(url, limit)
         semaphore = asyncio.Semaphore(limit)
         # the result storage a geodistil run saves: a block, results beside the output
         stored = request.with_options(result_storage=await result_storage_for(StorageSpec(url=out + ".store")))
