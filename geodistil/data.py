@@ -27,7 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodistil.errors import ConfigError, GeodistilError, SampleError
-from geodistil.images import decode, decode_scale, decoding_size
+from geodistil.images import decode, decode_scale, decoding_size, is_complete_jpeg
 
 IMAGE_CANDIDATES = ("image", "img", "photo", "picture")
 LAT_CANDIDATES = ("latitude", "lat")
@@ -58,11 +58,16 @@ class Decoding:
     ``scale`` repeats a recorded decode scale (replay); otherwise ``fit``, the pixels the image
     is sent at, lets a large image decode at the scale ``images.decode_scale`` allows. Beyond
     ``max_pixels`` decoded pixels the sample is an error. The default is a full decode, uncapped.
+
+    ``lazy``: a complete JPEG file read at full scale is left undecoded (Pillow decodes it when its
+    pixels are first read, e.g. by a tool): a rollout that sends the file as it is never needs them.
+    A file cut short (no end-of-image marker) is decoded at once, so that it is this sample's error.
     """
 
     fit: int | None = None
     scale: int | None = None
     max_pixels: int | None = None
+    lazy: bool = False
 
 
 @dataclass
@@ -235,7 +240,8 @@ def _decode_image(index: int, value: Any, decoding: Decoding
         size = image.size
         scale = decoding.scale or (decode_scale(size, decoding.fit) if decoding.fit else 1)
         _check_pixels(index, size, decoding_size(image, scale), decoding.max_pixels)
-        image = decode(image, scale)
+        if not (decoding.lazy and scale == 1 and is_complete_jpeg(image, data)):
+            image = decode(image, scale)
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many kinds for a broken file

@@ -36,7 +36,7 @@ from geodistil.export_formats import (
     trl_messages,
 )
 from geodistil.images import pixel_sha256
-from geodistil.replay import rebuild
+from geodistil.replay import pixel_hashes, rebuild
 from geodistil.scan import ScannedTrace, scan
 from geodistil.store import TraceStore
 from geodistil.trace import ImagePart, Trace
@@ -193,7 +193,7 @@ def _check_row(fmt: ExportFormat, what: str, index: int, row: dict[str, Any], de
     if "trace" not in row:
         return 0, None  # without metadata a row cannot be traced back to its hashes
     trace = src.read_trace(row["trace"])
-    recorded = {record.ref: record.sha256 for record in trace.images}
+    recorded = pixel_hashes(trace)
     expected = [recorded.get(ref) for ref in image_refs(training_turns(trace))]
     if [pixel_sha256(im) for im in images] != expected:
         return len(images), f"row {index} ({row['trace']}): image hashes differ from the trace's"

@@ -50,6 +50,12 @@ def _is_jpeg(image: Image.Image) -> bool:
     return isinstance(image, JpegImageFile)
 
 
+def is_complete_jpeg(image: Image.Image, data: bytes) -> bool:
+    """A just-opened JPEG whose file ends with the end-of-image marker (padding aside): not cut
+    short, the commonest way a stored JPEG breaks. Its header is read; its pixels are not."""
+    return _is_jpeg(image) and data[-64:].rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
 def decoding_size(image: Image.Image, scale: int) -> tuple[int, int]:
     """The largest size decoding an opened image at ``scale`` holds in memory: the scaled size
     for a JPEG, the full size for any other (``reduce`` comes after a full decode)."""

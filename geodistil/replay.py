@@ -11,6 +11,7 @@ trace's failure, named, and never stops the others.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -75,8 +76,10 @@ class Rebuilt:
         return [c.problem for c in self.checks if c.problem is not None and (wanted is None or c.ref in wanted)]
 
 
-def check_images(trace: Trace, images: list[Image.Image]) -> list[ImageCheck]:
-    """Check every rebuilt image against ``images[k]`` (size, sha256) and the call's ``output_sha256``."""
+def check_images(trace: Trace, images: list[Image.Image], file_sha256: str | None = None) -> list[ImageCheck]:
+    """Check every rebuilt image against ``images[k]`` (size, sha256) and the call's ``output_sha256``;
+    an image recorded by its file's hash (sent as the dataset's file) against ``file_sha256``, the
+    hash of the file replay read. Such an image's ``expected`` is its rebuilt pixels' hash once the file matches."""
     recorded = {r.ref: r for r in trace.images}
     by_output = {c.output_ref: c.output_sha256 for c in trace.tool_calls_log
                  if c.success and c.output_ref is not None and c.output_sha256 is not None}
@@ -88,12 +91,16 @@ def check_images(trace: Trace, images: list[Image.Image]) -> list[ImageCheck]:
         record = recorded.get(ref)
         image = images[ref] if ref < len(images) else None
         actual = pixel_sha256(image) if image is not None else None
-        check = ImageCheck(ref, record.sha256 if record else None, actual, image.size if image else None)
+        file_matches = record is not None and record.file_sha256 is not None and record.file_sha256 == file_sha256
+        expected = (actual if file_matches else None) if record is None or record.sha256 is None else record.sha256
+        check = ImageCheck(ref, expected, actual, image.size if image else None)
         if image is None:
             check.problem = f"image {ref}: the trace records it but replay did not rebuild it"
         elif record is None:
             check.problem = f"image {ref}: rebuilt, but the trace records no hash for it"
-        elif image.size != tuple(record.size) or actual != record.sha256:
+        elif record.file_sha256 is not None and not file_matches:
+            check.problem = f"image {ref}: the dataset's file differs from the recorded file_sha256"
+        elif image.size != tuple(record.size) or (record.sha256 is not None and actual != record.sha256):
             check.problem = f"image {ref}: pixels differ from the recorded sha256{why}"
         elif ref in by_output and by_output[ref] != record.sha256:
             check.expected = None  # the trace contradicts itself: no image can pass
@@ -119,6 +126,11 @@ def rebuild_images(trace: Trace, dataset: DatasetChoice = None) -> list[Image.Im
     Whatever goes wrong is a ``ReplayError`` naming the sample: a dataset that cannot be opened,
     a row that no longer decodes, a tool that fails on its recorded arguments.
     """
+    return _rebuilt_or_raise(trace, dataset)[0]
+
+
+def _rebuilt_or_raise(trace: Trace, dataset: DatasetChoice) -> tuple[list[Image.Image], str | None]:
+    """``rebuild_images`` and the sha256 of the dataset file it read (None for a row of pixels)."""
     if trace.preprocess is None:
         raise ReplayError(f"sample {trace.sample_index}: the trace has no image to replay ({trace.error})")
     try:
@@ -148,7 +160,7 @@ def tools_for(trace: Trace) -> dict[str, Tool]:
     return {name: tool_from_settings(name, recorded[name]) for name in names}
 
 
-def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> list[Image.Image]:
+def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> tuple[list[Image.Image], str | None]:
     dataset = dataset_for(trace, choice)
     if dataset.fingerprint != trace.dataset_fingerprint:
         raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
@@ -166,7 +178,7 @@ def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> list[
             raise ReplayError(f"sample {trace.sample_index}: tool call {call.index} used {call.tool_name!r}, "
                               "which this geodistil does not know")
         images.append(tools[call.tool_name].apply(images[call.input_ref], call.tool_arguments).image)
-    return images
+    return images, hashlib.sha256(sample.encoded).hexdigest() if sample.encoded is not None else None
 
 
 def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
@@ -179,10 +191,21 @@ def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
         why = str(exc) if isinstance(exc, GeodistilError) else f"{type(exc).__name__}: {exc}"
         return Rebuilt(error=why, dataset_error=True)
     try:
-        images = rebuild_images(trace, source)
+        images, file_sha256 = _rebuilt_or_raise(trace, source)
     except ReplayError as exc:
         return Rebuilt(error=str(exc))
-    return Rebuilt(images=images, checks=check_images(trace, images))
+    return Rebuilt(images=images, checks=check_images(trace, images, file_sha256))
+
+
+def pixel_hashes(trace: Trace, dataset: DatasetChoice = None) -> dict[int, str | None]:
+    """Each image's pixel sha256, ref-indexed: as recorded, or for an image recorded by its file's
+    hash, that of the pixels replay decodes from the file once the file matches (else None)."""
+    recorded = {r.ref: r.sha256 for r in trace.images}
+    if all(h is not None for h in recorded.values()):
+        return recorded
+    checks = {c.ref: c for c in rebuild(trace, dataset).checks}
+    return {ref: h if h is not None else checks[ref].expected if ref in checks and checks[ref].ok else None
+            for ref, h in recorded.items()}
 
 
 # -- the one bounded cache ------------------------------------------------------------------

@@ -102,11 +102,13 @@ class _Conversation:
     def add_image(self, image: Image.Image, source: bytes | None = None) -> int:
         """Register an image (hash + data URL computed once) and return its ref.
 
-        ``source``: the image's JPEG file, sent as it is instead of encoding ``image`` again.
+        ``source``: the image's JPEG file, sent as it is instead of encoding ``image`` again; its
+        hash is the file's, so ``image`` may stay undecoded (``Decoding.lazy``) unless a tool reads it.
         """
         ref = len(self.images)
         self.images.append(image)
-        self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
+        self.records.append(ImageRecord(ref=ref, size=image.size, file_sha256=hashlib.sha256(source).hexdigest())
+                            if source is not None else ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
         if not self._text_only:
             self._urls.append(data_url(source) if source is not None
                               else image_data_url(image, self._format, self._quality))
@@ -140,9 +142,15 @@ def _load(dataset: GeoDataset, sample_index: int, settings: ImageConfig) -> tupl
 
     The sample returned holds only the image as sent: the conversation keeps nothing larger.
     """
-    sample = dataset.sample(sample_index, Decoding(fit=settings.max_pixels, max_pixels=settings.max_decoded_pixels))
-    sent = preprocess(sample.image, settings.max_pixels)
-    source = sendable_source(sample.image, sent, sample.encoded, settings.image_format, sample.original_size)
+    sample = dataset.sample(sample_index, Decoding(fit=settings.max_pixels, max_pixels=settings.max_decoded_pixels,
+                                                   lazy=True))
+    try:  # the pixels of a lazily read JPEG are decoded here only if they are to be resized or encoded
+        sent = preprocess(sample.image, settings.max_pixels)
+        source = sendable_source(sample.image, sent, sample.encoded, settings.image_format, sample.original_size)
+        if source is None:
+            sent.load()
+    except Exception as exc:  # Pillow raises many kinds for a broken file
+        raise SampleError(sample_index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
     return replace(sample, image=sent, encoded=None), sent, source
 
 

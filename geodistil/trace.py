@@ -12,12 +12,14 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geodistil.errors import TraceError
 from geodistil.scoring import AnswerFormat
 
-SCHEMA_VERSION = 1
+# 2: an image sent as its dataset file records file_sha256 instead of the pixels' sha256
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 # context_length / image_limit: the teacher refused to take the conversation further (its limit, not an error)
 StopReason = Literal["answered", "max_turns", "image_limit", "context_length", "error"]
@@ -78,9 +80,25 @@ class Preprocess(BaseModel):
 
 
 class ImageRecord(BaseModel):
+    """One image of the conversation and the hash that proves a replay rebuilt it exactly.
+
+    An image whose pixels were hashed has ``sha256`` (mode + size + raw pixels, see
+    ``geodistil.images.pixel_sha256``): every tool output, and a dataset image that was encoded.
+    A dataset image sent as its own file (``Preprocess.sent_as == "source"``) has ``file_sha256``,
+    the hash of the bytes sent, instead: its pixels are decoded only if a tool reads them, and the
+    same file decodes to the same pixels. Schema version 1 traces have ``sha256`` on every image.
+    """
+
     ref: int
     size: tuple[int, int]
-    sha256: str  # of mode + size + raw pixels: see geodistil.images.pixel_sha256
+    sha256: str | None = None
+    file_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _hashed(self) -> "ImageRecord":
+        if self.sha256 is None and self.file_sha256 is None:
+            raise ValueError(f"image {self.ref} records neither sha256 nor file_sha256")
+        return self
 
 
 class ToolCallRecord(BaseModel):
@@ -203,8 +221,8 @@ class Trace(BaseModel):
         if not isinstance(data, dict):
             raise TraceError("a trace is a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TraceError(f"schema_version {version!r} is not {SCHEMA_VERSION}")
+        if version not in READABLE_SCHEMA_VERSIONS:
+            raise TraceError(f"schema_version {version!r} is not one of {list(READABLE_SCHEMA_VERSIONS)}")
         try:
             return cls.model_validate(data)
         except ValueError as exc:

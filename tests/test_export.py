@@ -12,7 +12,7 @@ from PIL import Image
 from geodistil.curate import FilterConfig, run_filter
 from geodistil.export import ExportConfig, image_refs, run_export, training_turns, trl_messages
 from geodistil.images import pixel_sha256
-from geodistil.replay import rebuild_images
+from geodistil.replay import pixel_hashes, rebuild_images
 from geodistil.store import TraceStore
 from geodistil.trace import ImagePart, Message, TextPart, Trace
 from tests.trace_sets import copy_store, damage
@@ -73,7 +73,7 @@ def assert_rows_match_replay(rows, src: TraceStore, images_of) -> int:
         assert placeholders == len(images) > 0, row["trace"]
         trace = src.read_trace(row["trace"])
         rebuilt = rebuild_images(trace)
-        recorded = {r.ref: r.sha256 for r in trace.images}
+        recorded = pixel_hashes(trace)  # a dataset image sent as its file: the pixels of the verified file
         refs = image_refs(training_turns(trace))
         assert [pixel_sha256(im) for im in images] == [recorded[r] for r in refs] == \
             [pixel_sha256(rebuilt[r]) for r in refs]

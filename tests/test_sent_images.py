@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import json
 
@@ -15,7 +16,7 @@ from PIL import Image
 from geodistil.config import GenerationConfig, ImageConfig, RolloutSettings, TeacherConfig
 from geodistil.data import DatasetSpec, GeoDataset
 from geodistil.images import data_url, encode, pixel_sha256, sendable_source
-from geodistil.replay import verify_trace
+from geodistil.replay import pixel_hashes, rebuild, verify_trace
 from geodistil.rollout import RolloutContext, _load, rollout
 from geodistil.sim.server import SimConfig, SimServer
 from geodistil.teacher import EncodedMessages
@@ -55,11 +56,29 @@ def roll_out(dataset: GeoDataset, settings: RolloutSettings):
     return asyncio.run(one())
 
 
-def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes(tmp_path):
+def test_a_stored_jpeg_at_its_own_size_is_sent_as_its_own_bytes_and_never_decoded(tmp_path):
     jpeg = encoded("JPEG")
     sample, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, ImageConfig())
     assert source == jpeg
     assert sent is sample.image  # the pixels the tools and replay use are the decoded file
+    assert sent.tile  # Pillow's pending decode: no pixel was decoded to send it
+    assert pixel_sha256(sent) == pixel_sha256(Image.open(io.BytesIO(jpeg)))  # a tool that reads it decodes it
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:2] + b"\xff" * 40 + b[42:]])
+def test_a_broken_jpeg_is_that_samples_error_when_it_loads(tmp_path, damage):
+    """Cut short (no end-of-image marker): decoded at once, so the sample fails when it loads. Broken
+    inside but complete: sent as it is (a decode costs what it saves), so it is the teacher's to refuse
+    and a tool that reads it fails as that call's error; either way one line and the run goes on."""
+    from geodistil.errors import SampleError
+
+    jpeg = damage(encoded("JPEG"))
+    try:
+        _, sent, source = _load(dataset_of(tmp_path, [jpeg]), 0, ImageConfig())
+    except SampleError as exc:
+        assert "sample 0" in str(exc) and "image cannot be decoded" in str(exc)
+    else:
+        assert source == jpeg and sent.tile and jpeg.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 @pytest.mark.parametrize("fmt, size, max_pixels, orientation, why", [
@@ -105,11 +124,16 @@ def test_a_rollout_sends_the_file_and_its_trace_replays(tmp_path):
                                    generation=GenerationConfig(max_turns=6), image=ImageConfig())
         trace = roll_out(dataset, settings)
     assert trace.ok and trace.preprocess is not None and trace.preprocess.sent_as == "source"
-    decoded = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    assert trace.images[0].sha256 == pixel_sha256(decoded)
+    # what was sent is hashed, the file: its pixels were decoded only for the tools
+    assert trace.images[0].file_sha256 == hashlib.sha256(jpeg).hexdigest() and trace.images[0].sha256 is None
+    assert all(record.sha256 for record in trace.images[1:])  # tool outputs: their pixels
     assert len(trace.tool_calls_log) == 2  # the sim calls a tool on each of its first two turns
     assert verify_trace(trace, dataset=dataset).ok
     assert base64.b64encode(jpeg).decode() not in trace.to_json()  # the trace never holds image bytes
+    tampered = trace.model_copy(deep=True)
+    tampered.images[0].file_sha256 = "0" * 64
+    assert rebuild(tampered, dataset).problems() == ["image 0: the dataset's file differs from the recorded file_sha256"]
+    assert pixel_hashes(trace, dataset)[0] == pixel_sha256(Image.open(io.BytesIO(jpeg)))  # what an export checks
 
 
 def test_native_tool_calls_and_tool_messages_go_through_the_encoded_body(tmp_path):

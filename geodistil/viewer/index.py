@@ -20,7 +20,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from geodistil.store import TraceStore, parse_trace_name
-from geodistil.trace import SCHEMA_VERSION
+from geodistil.trace import READABLE_SCHEMA_VERSIONS
 from geodistil.viewer.query import SORT_KEYS, TraceQuery
 
 ERROR_CHARS = 300  # an error message is cut to this in the index (the trace page shows it whole)
@@ -74,8 +74,9 @@ def row_of(name: str, data: bytes | Exception) -> TraceRow:
     if not isinstance(doc, dict):
         return failed_row(name, "unreadable trace file: not a JSON object")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:  # the trace page and replay would refuse it: say so here, not later
-        return failed_row(name, f"unknown schema_version {version!r}: this viewer reads version {SCHEMA_VERSION}")
+    if version not in READABLE_SCHEMA_VERSIONS:  # the trace page and replay would refuse it: say so here, not later
+        return failed_row(name, f"unknown schema_version {version!r}: this viewer reads versions "
+                                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
     try:
         calls = doc.get("tool_calls_log") or []
         error = doc.get("error")
