@@ -76,9 +76,15 @@ def _record_of_failure(store: TraceStore, job: SampleJob, state: State) -> Trace
 
 async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], limit: int,
                             finish: Callable[[SampleJob, State], Awaitable[TraceRecord]],
-                            fail_fast: FailFast) -> list[TraceRecord]:
+                            fail_fast: FailFast, first_request_out: asyncio.Event | None = None
+                            ) -> list[TraceRecord]:
     """Await the tasks on this event loop, at most ``limit`` at a time; records in job order,
-    none for the jobs not started because ``fail_fast`` said stop."""
+    none for the jobs not started because ``fail_fast`` said stop.
+
+    The first job starts alone until ``first_request_out`` is set (its request is on its way) or
+    it is done: its request goes first and alone anyway (``TeacherClient.complete``), and started
+    together with hundreds of others it would wait behind every one's start (a second or more).
+    """
     semaphore = asyncio.Semaphore(limit)
 
     async def one(job: SampleJob) -> TraceRecord | None:
@@ -90,7 +96,15 @@ async def _run_on_flow_loop(sample_task: Task[..., Any], jobs: list[SampleJob], 
             state = await sample_task(quote(job), return_state=True)
         return await finish(job, state)
 
-    return [r for r in await asyncio.gather(*(one(job) for job in jobs)) if r is not None]
+    if not jobs:
+        return []
+    first = asyncio.ensure_future(one(jobs[0]))
+    if first_request_out is not None:
+        out = asyncio.ensure_future(first_request_out.wait())
+        await asyncio.wait([first, out], return_when=asyncio.FIRST_COMPLETED)
+        out.cancel()
+    records = [first, *(one(job) for job in jobs[1:])]
+    return [r for r in await asyncio.gather(*records) if r is not None]
 
 
 # Not persisted on purpose: when a failed flow run is retried, Prefect reuses a finished subflow's
@@ -135,8 +149,10 @@ async def generate_chunk(dataset: DatasetSpec, storage: StorageSpec, settings: R
     try:
         # the teacher's client and profile (a GET of its model list) before hundreds of samples
         # start: otherwise the first request waits for it behind every sample's start
-        await (await shared_context(settings)).teacher.server_profile()
-        records = await _run_on_flow_loop(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast)
+        teacher = (await shared_context(settings)).teacher
+        await teacher.server_profile()
+        records = await _run_on_flow_loop(sample_task, jobs, settings.generation.max_concurrency, finish, fail_fast,
+                                          teacher.first_request_out)
         if lease is not None:
             await asyncio.to_thread(hand_off_records, store, first, last, records)
         return records
@@ -270,6 +286,10 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
 
     use_server_settings()
     quiet_completed_task_runs()
+    # Prefect imports FastAPI (about 0.4 s here) to serialise a flow run's parameters the moment
+    # the run is created; imported now, it overlaps the temporary server's start instead of following it
+    import fastapi.encoders  # noqa: F401
+
     with contextlib.ExitStack() as stack:
         if not PREFECT_API_URL.value():
             stack.enter_context(temporary_server())  # dies with this process, even on kill -9

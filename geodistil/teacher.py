@@ -223,6 +223,7 @@ class TeacherClient:
         # conversation that started at the same time
         self._first_lock = asyncio.Lock()
         self._settled = False
+        self.first_request_out = asyncio.Event()  # set once that first request has gone out
         self._max_connections = max_connections
         self.admission: Admission | None = None  # the process's shared one for this teacher, on first use
         # aiohttp's connection pool stays cheap with hundreds of connections; httpcore's default
@@ -316,6 +317,7 @@ class TeacherClient:
         if not self._settled:
             async with self._first_lock:
                 if not self._settled:  # else another conversation's first request went through meanwhile
+                    self.first_request_out.set()
                     try:
                         return await self._complete(profile, messages, generation, tools, seed)
                     finally:

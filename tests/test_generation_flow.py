@@ -132,3 +132,37 @@ def test_the_same_run_writes_to_s3(demo200, tmp_path):
         for key in env:
             os.environ.pop(key, None)
         server.stop()
+
+
+def test_the_first_sample_starts_alone_until_its_request_is_out():
+    """Its request goes first and alone anyway; started among hundreds, it would wait behind each one's start."""
+    import asyncio
+
+    from flows.generation import _run_on_flow_loop
+    from geodistil.generate import FailFast
+    from geodistil.trace import TraceRecord
+
+    started: list[int] = []
+
+    async def main() -> list[TraceRecord]:
+        out = asyncio.Event()
+
+        async def sample_task(job, return_state: bool) -> int:
+            index = job.unquote()
+            started.append(index)
+            if index == 0:
+                for _ in range(20):  # the first sample's start: thread trips, the task run's states
+                    await asyncio.sleep(0)
+                assert started == [0]  # nobody else started meanwhile
+                out.set()  # its request is on its way
+                await asyncio.sleep(0.01)
+            return index
+
+        async def finish(job, state: int) -> TraceRecord:
+            return TraceRecord(name=f"trace_{state:05d}.json", sample_index=state, rollout_index=0, ok=True)
+
+        return await _run_on_flow_loop(sample_task, list(range(8)), 4, finish, FailFast(), out)
+
+    records = asyncio.run(main())
+    assert [r.sample_index for r in records] == list(range(8))  # in job order
+    assert started[0] == 0 and sorted(started) == list(range(8))
