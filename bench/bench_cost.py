@@ -9,7 +9,8 @@ off), ``--in-flight`` requests in flight.
   answer: the floor any driver pays;
 - ``prefect`` (with ``--sides ...,prefect``): the plain driver's request as one Prefect task run
   each (cache key, persisted JSON result, retries), on the same temporary server geodistil
-  starts: Prefect's own floor, the least a task run per sample can cost;
+  starts: the straightforward Prefect version of the plain driver (Prefect's bare cost per task
+  run, without a request, is ``bench/bench_task_floor.py``'s);
 - ``geodistil``: ``geodistil run`` with its default temporary (embedded) Prefect server;
 - ``geodistil+server``: ``geodistil run`` against a separate ``prefect server start``;
 - ``curator`` (with ``--curator``): bespokelabs-curator 0.1.31 in a virtual environment of its own
@@ -253,9 +254,9 @@ def plain_driver(dataset: str, out: str, url: str, in_flight: str, samples: str)
 
 
 def prefect_driver(dataset: str, out: str, url: str, in_flight: str, samples: str) -> None:
-    """Prefect's own floor: the plain driver's request, each one a Prefect task run in a flow, as
-    geodistil makes it (cache key, persisted JSON result, retries, the parameters quoted), on the
-    same temporary server with the same settings: what Prefect adds to the floor, before geodistil."""
+    """The plain driver's request, each one a Prefect task run in a flow, as geodistil makes it
+    (cache key, persisted JSON result, retries, the parameters quoted), on the same temporary
+    server with the same settings: the straightforward Prefect version of the plain driver."""
     import asyncio
     import contextlib
 
@@ -395,7 +396,7 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
             driver = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_cost as b; "
                       "b.prefect_driver(*sys.argv[1:])")
             cmd = lambda url, driver=driver, out=out: [sys.executable, "-c", driver, dataset, str(out), url, str(c), str(n)]
-            rows.append(run_side("prefect floor (tasks, embedded)", cmd, env, latency, n, c))
+            rows.append(run_side("prefect tasks (embedded)", cmd, env, latency, n, c))
         elif side == "geodistil":
             rows.append(run_side("geodistil (embedded server)", lambda url, geodistil=geodistil: [*geodistil, url], env, latency, n, c))
         elif side == "geodistil@baseline" and args.baseline:
