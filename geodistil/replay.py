@@ -160,13 +160,21 @@ def tools_for(trace: Trace) -> dict[str, Tool]:
     return {name: tool_from_settings(name, recorded[name]) for name in names}
 
 
-def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> tuple[list[Image.Image], str | None]:
+def _source(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> tuple[Image.Image, str | None]:
+    """Image ref 0 as the rollout prepared it, and the sha256 of the dataset file it was decoded
+    from (None for a row that holds pixels)."""
     dataset = dataset_for(trace, choice)
     if dataset.fingerprint != trace.dataset_fingerprint:
         raise ReplayError(f"sample {trace.sample_index}: dataset fingerprint {dataset.fingerprint} differs "
                           f"from the trace's {trace.dataset_fingerprint}: the data changed")
     sample = dataset.sample(trace.sample_index, Decoding(scale=recorded.decode_scale))
-    images = [preprocess(sample.image, recorded.max_pixels)]
+    file_sha256 = hashlib.sha256(sample.encoded).hexdigest() if sample.encoded is not None else None
+    return preprocess(sample.image, recorded.max_pixels), file_sha256
+
+
+def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> tuple[list[Image.Image], str | None]:
+    source, file_sha256 = _source(trace, recorded, choice)
+    images = [source]
     tools = tools_for(trace)
     for call in trace.tool_calls_log:
         if not call.success:
@@ -178,7 +186,7 @@ def _rebuild(trace: Trace, recorded: Preprocess, choice: DatasetChoice) -> tuple
             raise ReplayError(f"sample {trace.sample_index}: tool call {call.index} used {call.tool_name!r}, "
                               "which this geodistil does not know")
         images.append(tools[call.tool_name].apply(images[call.input_ref], call.tool_arguments).image)
-    return images, hashlib.sha256(sample.encoded).hexdigest() if sample.encoded is not None else None
+    return images, file_sha256
 
 
 def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
@@ -198,14 +206,20 @@ def rebuild(trace: Trace, dataset: DatasetChoice = None) -> Rebuilt:
 
 
 def pixel_hashes(trace: Trace, dataset: DatasetChoice = None) -> dict[int, str | None]:
-    """Each image's pixel sha256, ref-indexed: as recorded, or for an image recorded by its file's
-    hash, that of the pixels replay decodes from the file once the file matches (else None)."""
-    recorded = {r.ref: r.sha256 for r in trace.images}
-    if all(h is not None for h in recorded.values()):
-        return recorded
-    checks = {c.ref: c for c in rebuild(trace, dataset).checks}
-    return {ref: h if h is not None else checks[ref].expected if ref in checks and checks[ref].ok else None
-            for ref, h in recorded.items()}
+    """Each image's pixel sha256, ref-indexed: as recorded, or for the dataset image recorded by
+    its file's hash, that of the pixels its file decodes to once the file matches (else None)."""
+    hashes = {r.ref: r.sha256 for r in trace.images}
+    by_file = next((r for r in trace.images if r.sha256 is None), None)
+    if by_file is None:
+        return hashes
+    try:
+        if by_file.ref != 0 or trace.preprocess is None:
+            raise ReplayError("only the dataset image is sent as its file")
+        image, file_sha256 = _source(trace, trace.preprocess, dataset)
+        hashes[0] = pixel_sha256(image) if file_sha256 == by_file.file_sha256 else None
+    except Exception:  # a dataset that moved or changed, a file that no longer decodes: nothing to match
+        pass
+    return hashes
 
 
 # -- the one bounded cache ------------------------------------------------------------------
