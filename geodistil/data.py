@@ -245,8 +245,13 @@ def _decode_image(index: int, value: Any, decoding: Decoding
     except SampleError:
         raise
     except Exception as exc:  # PIL raises many kinds for a broken file
-        raise SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        raise undecodable(index, exc) from exc
     return image, size, scale, data
+
+
+def undecodable(index: int, exc: Exception) -> SampleError:
+    """The one line for a sample whose image Pillow cannot decode."""
+    return SampleError(index, f"image cannot be decoded ({type(exc).__name__}: {exc})")
 
 
 def _check_pixels(index: int, size: tuple[int, int], decoding: tuple[int, int], max_pixels: int | None) -> None:

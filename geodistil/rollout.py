@@ -22,7 +22,7 @@ from PIL import Image
 import geodistil
 from geodistil import prompts, reasoning
 from geodistil.config import ImageConfig, RolloutSettings
-from geodistil.data import Decoding, GeoDataset, Sample
+from geodistil.data import Decoding, GeoDataset, Sample, undecodable
 from geodistil.dialects import Reading, ToolCall, ToolCallProblem, ToolResult, dialect_named
 from geodistil.errors import GeodistilError, SampleError, SandboxError, TeacherError, TeacherLimitReached, ToolError
 from geodistil.prices import Price
@@ -107,8 +107,10 @@ class _Conversation:
         """
         ref = len(self.images)
         self.images.append(image)
-        self.records.append(ImageRecord(ref=ref, size=image.size, file_sha256=hashlib.sha256(source).hexdigest())
-                            if source is not None else ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
+        if source is not None:
+            self.records.append(ImageRecord(ref=ref, size=image.size, file_sha256=hashlib.sha256(source).hexdigest()))
+        else:
+            self.records.append(ImageRecord(ref=ref, size=image.size, sha256=pixel_sha256(image)))
         if not self._text_only:
             self._urls.append(data_url(source) if source is not None
                               else image_data_url(image, self._format, self._quality))
@@ -150,7 +152,7 @@ def _load(dataset: GeoDataset, sample_index: int, settings: ImageConfig) -> tupl
         if source is None:
             sent.load()
     except Exception as exc:  # Pillow raises many kinds for a broken file
-        raise SampleError(sample_index, f"image cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        raise undecodable(sample_index, exc) from exc
     return replace(sample, image=sent, encoded=None), sent, source
 
 

@@ -13,6 +13,7 @@ is built and handed straight to it: never a parameter, a result, a log line or a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from prefect.blocks.system import Secret
 
@@ -20,6 +21,22 @@ from geodistil.config import RolloutSettings, TeacherConfig
 from geodistil.rollout import RolloutContext
 
 _contexts: dict[tuple[str, int], RolloutContext] = {}
+
+# Per-run constants, computed once per run rather than once per task: every job of a chunk holds
+# the same settings, dataset and storage objects. Keyed by their identities, the objects kept
+# alive beside the value so that an identity is never taken for another object's.
+_held: dict[tuple[object, ...], tuple[tuple[object, ...], str]] = {}
+
+
+def once_per_run(what: str, objects: tuple[object, ...], compute: Callable[[], str]) -> str:
+    """``compute()``, once for these very objects (``what`` names the value)."""
+    key = (what, *map(id, objects))
+    held = _held.get(key)
+    if held is None or any(a is not b for a, b in zip(held[0], objects)):
+        if len(_held) > 64:  # a long-lived worker process serves many runs
+            _held.clear()
+        held = _held[key] = (objects, compute())
+    return held[1]
 
 
 async def teacher_api_key(teacher: TeacherConfig) -> str | None:
@@ -30,10 +47,9 @@ async def teacher_api_key(teacher: TeacherConfig) -> str | None:
     return str(secret.get())
 
 
-async def shared_context(settings: RolloutSettings, settings_json: str | None = None) -> RolloutContext:
-    """The rollout context (teacher client, tools) for these settings on the running loop;
-    ``settings_json``: ``settings.model_dump_json()`` where the caller has it already."""
-    key = (settings_json or settings.model_dump_json(), id(asyncio.get_running_loop()))
+async def shared_context(settings: RolloutSettings) -> RolloutContext:
+    """The rollout context (teacher client, tools) for these settings on the running loop."""
+    key = (once_per_run("settings-json", (settings,), settings.model_dump_json), id(asyncio.get_running_loop()))
     if key not in _contexts:
         api_key = await teacher_api_key(settings.teacher)
         if key not in _contexts:  # another task of this loop may have built it while we waited

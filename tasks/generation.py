@@ -24,7 +24,7 @@ from geodistil.errors import GeodistilError, RerunSampleError, RetryableSampleEr
 from geodistil.generate import finished_record, is_retryable, is_unfinished, run_one
 from geodistil.store import StorageSpec, TraceStore, trace_name
 from geodistil.trace import TraceRecord
-from tasks.contexts import close_shared_contexts, shared_context
+from tasks.contexts import close_shared_contexts, once_per_run, shared_context
 from tasks.results import TraceRecordSerializer
 
 __all__ = ["SampleJob", "RetryableSampleError", "sample_cache_key", "generate_sample",
@@ -61,24 +61,8 @@ def sample_cache_key(job: SampleJob) -> str:
     return "-".join([_run_key(job), f"{job.sample_index:06d}", f"{job.rollout_index:03d}"])
 
 
-# Per-run constants, computed once per run rather than once per task: every job of a chunk holds
-# the same settings, dataset and storage objects. Keyed by their identities, the objects kept
-# alive beside the value so that an identity is never taken for another object's.
-_per_run: dict[tuple[object, ...], tuple[tuple[object, ...], str]] = {}
-
-
-def _once(what: str, objects: tuple[object, ...], compute: Callable[[], str]) -> str:
-    key = (what, *map(id, objects))
-    held = _per_run.get(key)
-    if held is None or any(a is not b for a, b in zip(held[0], objects)):
-        if len(_per_run) > 64:  # a long-lived worker process serves many runs
-            _per_run.clear()
-        held = _per_run[key] = (objects, compute())
-    return held[1]
-
-
 def _settings_fingerprint(settings: RolloutSettings) -> str:
-    return _once("settings", (settings,), settings.fingerprint)
+    return once_per_run("settings", (settings,), settings.fingerprint)
 
 
 def _run_key(job: SampleJob) -> str:
@@ -87,7 +71,7 @@ def _run_key(job: SampleJob) -> str:
         store = hashlib.sha256(job.storage.url.encode()).hexdigest()[:12]
         return "-".join([CACHE_KEY_VERSION, open_dataset(job.dataset).fingerprint,
                          _settings_fingerprint(job.settings), store])
-    return _once("run", (job.dataset, job.settings, job.storage), compute)
+    return once_per_run("run", (job.dataset, job.settings, job.storage), compute)
 
 
 def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -99,7 +83,7 @@ _listeners: list[Callable[[TraceRecord], None]] = []
 
 
 def _store(storage: StorageSpec) -> TraceStore:
-    key = _once("storage", (storage,), storage.model_dump_json)
+    key = once_per_run("storage", (storage,), storage.model_dump_json)
     if key not in _stores:
         _stores[key] = storage.store()
     return _stores[key]
@@ -135,7 +119,7 @@ async def generate_sample_fn(job: SampleJob) -> TraceRecord:
     if isinstance(found, TraceRecord):
         record = found
     else:
-        ctx = await shared_context(job.settings, _once("settings-json", (job.settings,), job.settings.model_dump_json))
+        ctx = await shared_context(job.settings)
         record = await run_one(found, job.sample_index, job.rollout_index, ctx, store)
     if is_retryable(record):
         raise RetryableSampleError(f"{job.name}: {record.error}")
