@@ -101,3 +101,25 @@ def test_a_run_of_several_chunks_saves_its_result_storage_block_once(tmp_path, m
     assert failed is None and summary["total"] == 3
     assert saved == [out]  # three chunks, one save
     assert sorted(os.listdir(os.path.join(out, ".prefect-results")))  # and the chunks' tasks used it
+
+
+def test_results_resolve_as_prefect_resolves_them_and_stay_inside_the_folder(tmp_path):
+    """The block's cheaper path resolution keeps Prefect's rule: inside the folder, links followed."""
+    from prefect.filesystems import LocalFileSystem
+
+    block = results_block(StorageSpec(url=str(tmp_path / "traces")))
+    prefects = LocalFileSystem(basepath=block.basepath)
+    folder = tmp_path / "traces" / ".prefect-results"
+    folder.mkdir(parents=True)
+    for name in ("key", "a1b2c3", "sub/key"):
+        assert block._resolve_path(name) == prefects._resolve_path(name)
+    block.write_path("key", b"x")
+    assert (folder / "key").read_bytes() == b"x"
+
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes(b"mine")
+    (folder / "planted").symlink_to(outside)  # whoever can write the store plants a link
+    for path in ("planted", "../elsewhere", str(outside)):
+        with pytest.raises(ValueError, match="outside of the base path"):
+            block.write_path(path, b"overwritten")
+    assert outside.read_bytes() == b"mine"
