@@ -23,6 +23,7 @@ teacher's first request. The simulated teacher's own CPU is not counted.
 
     python bench/bench_cost.py --samples 200 --in-flight 64 --latency 2,0.05   # quick
     python bench/bench_cost.py --curator                                      # issue 16's 1000 x 256, both modes
+    python bench/bench_cost.py --latency 0.05 --sides geodistil --profile     # where geodistil's time goes
 """
 
 from __future__ import annotations
@@ -398,7 +399,13 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
             cmd = lambda url, driver=driver, out=out: [sys.executable, "-c", driver, dataset, str(out), url, str(c), str(n)]
             rows.append(run_side("prefect tasks (embedded)", cmd, env, latency, n, c))
         elif side == "geodistil":
-            rows.append(run_side("geodistil (embedded server)", lambda url, geodistil=geodistil: [*geodistil, url], env, latency, n, c))
+            profiled = geodistil
+            if args.profile:  # the command's main thread under cProfile (slower; read its shares)
+                profile = work / f"geodistil-{latency}.prof"
+                profiled = [sys.executable, "-m", "cProfile", "-o", str(profile), *geodistil[1:]]
+            rows.append(run_side("geodistil (embedded server)", lambda url, cmd=profiled: [*cmd, url], env, latency, n, c))
+            if args.profile:
+                rows[-1]["profile"] = profile_by_package(profile)
         elif side == "geodistil@baseline" and args.baseline:
             # the same command from another checkout (e.g. main): before/after in one run
             rows.append(run_side(f"geodistil @ {args.baseline.name}", lambda url, geodistil=geodistil: [*geodistil, url],
@@ -420,6 +427,53 @@ def run_mode(args: argparse.Namespace, latency: float, dataset: str, work: Path,
     return rows
 
 
+def profile_by_package(path: Path, top: int = 14) -> tuple[float, list[tuple[str, float, float]]]:
+    """Where a profiled process's main thread spent its time: ``(what, seconds, ms per call)`` by
+    package (own time of its functions), and system calls by name, largest first. cProfile slows
+    Python calls several times and system calls not at all: read shares, not milliseconds."""
+    import pstats
+    import re
+
+    def package(file: str) -> str:
+        if m := re.search(r"site-packages/([^/]+)", file):
+            return m.group(1).removesuffix(".py")
+        if file.startswith(str(ROOT)):
+            return "geodistil (" + file.removeprefix(str(ROOT) + "/").split("/")[0] + "/)"
+        if m := re.search(r"/python3\.\d+/([^/]+)", file):
+            return "standard library: " + m.group(1).removesuffix(".py")
+        return "imports" if "<frozen" in file else "other"
+
+    totals: dict[str, float] = {}
+    calls: dict[str, int] = {}
+
+    def add(key: str, seconds: float, ncalls: int) -> None:
+        totals[key] = totals.get(key, 0.0) + seconds
+        calls[key] = calls.get(key, 0) + ncalls
+
+    for (file, _, name), (_, ncalls, own, _, callers) in pstats.Stats(str(path)).stats.items():  # type: ignore[attr-defined]
+        syscall = re.search(r"posix\.(\w+)|select\.(\w+)|'(send|recv|connect)' of '_socket", name) \
+            if file == "~" else None
+        if syscall:
+            call = next(g for g in syscall.groups() if g)
+            add("waiting for I/O (epoll)" if call == "poll" else f"system call {call}", own, ncalls)
+        elif file == "~":  # other C code (pydantic-core, json, ...): the package that called it
+            for (caller_file, _, _), edge in callers.items():
+                add(package(caller_file), edge[2], edge[1])
+        else:
+            add(package(file), own, ncalls)
+    rows = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return sum(totals.values()), [(key, seconds, seconds * 1000 / max(1, calls[key])) for key, seconds in rows]
+
+
+def print_profile(name: str, profile: tuple[float, list[tuple[str, float, float]]]) -> None:
+    total, rows = profile
+    print(f"\n{name}, main thread under cProfile ({total:.1f} s): own time by package, and system calls "
+          f"(top {len(rows)})")
+    for key, seconds, per_call in rows:
+        note = f"  ({per_call:.3f} ms per call)" if key.startswith("system call") else ""
+        print(f"  {seconds:7.2f} s {100 * seconds / total:5.1f} %  {key}{note}")
+
+
 def print_table(rows: list[dict], latency: float, n: int, c: int) -> None:
     ideal = latency * math.ceil(n / c)
     floor = next((r for r in rows if r["name"].startswith("plain")), None)
@@ -437,6 +491,9 @@ def print_table(rows: list[dict], latency: float, n: int, c: int) -> None:
         print(f"{r['name']:30} {r['wall']:7.1f} {r['wall'] / ideal:7.2f} {n / r['wall']:7.1f} {r['first']:7.1f} "
               f"{total:10.1f} {vs_cur:>9} {vs_floor:>7}  {parts}  [{r['requests']} requests, {r['ok']} ok]")
     print("x curator: wall time (w) and CPU per request (c) as multiples of curator's; x floor: wall time")
+    for r in rows:
+        if "profile" in r:
+            print_profile(r["name"], r["profile"])
 
 
 def main() -> None:
@@ -448,6 +505,8 @@ def main() -> None:
     parser.add_argument("--curator", action="store_true",
                         help=f"also run curator {CURATOR_VERSION} (pip-installed into bench/.cache the first time)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the geodistil side under cProfile and print where its main thread's time goes")
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of another version (git worktree add): side geodistil@baseline runs "
                              "geodistil from it, e.g. --sides geodistil@baseline,geodistil --baseline ../main")
