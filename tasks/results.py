@@ -93,7 +93,7 @@ class TrustedLocalResults(_TrustedReads, LocalFileSystem):
         calls are slow, e.g. in a sandbox). Here the folder is resolved once per process, and a
         result's plain file name below it, not a link, is its own resolution (one ``lstat``).
         Anything else (a link, a nested or relative path) goes Prefect's way."""
-        if path is not None and self.basepath and "/" not in path and path not in ("", ".", "..") \
+        if isinstance(path, str) and self.basepath and "/" not in path and path not in ("", ".", "..") \
                 and not path.startswith("~"):
             candidate = _resolved_folder(self.basepath) / path
             if not candidate.is_symlink():
