@@ -102,12 +102,13 @@ def run_parent(params: dict, env: dict[str, str], log: Path) -> tuple[float, flo
 
 
 def parent_main(params_json: str) -> None:
-    from flows.generation import run_generation
+    from flows.generation import collect_less_often, run_generation
     from geodistil.config import GenerationConfig, TeacherConfig
     from geodistil.data import DatasetSpec
     from geodistil.store import SampleRange, StorageSpec
 
     p = json.loads(params_json)
+    collect_less_often()  # as `geodistil run` does
     summary, failed = run_generation(
         dataset=DatasetSpec(path=p["dataset"]), storage=StorageSpec(url=p["out"]),
         samples=SampleRange(num_samples=p["samples"]), teacher=TeacherConfig(base_url=p["url"], model="geodistil-sim"),

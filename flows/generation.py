@@ -276,7 +276,8 @@ def quiet_completed_task_runs() -> None:
 
 
 def collect_less_often() -> None:
-    """Fewer and cheaper cyclic garbage collections for the run's event loop: the objects of the
+    """Fewer and cheaper cyclic garbage collections for a process that runs one generation (the
+    CLI's ``run``; not ``run_generation`` itself, whose callers may live on): the objects of the
     imports (Prefect, pydantic's schemas, openai: about 280 000) are frozen out of every full
     collection, and a young collection waits for 20 000 new objects instead of 700. Every
     sample's task run makes thousands of short-lived objects (states, events, the request), so
@@ -303,7 +304,6 @@ def run_generation(**params: Any) -> tuple[dict[str, Any], str | None]:
     # the run is created; imported now, it overlaps the temporary server's start instead of following it
     import fastapi.encoders  # noqa: F401
 
-    collect_less_often()
     with contextlib.ExitStack() as stack:
         if not PREFECT_API_URL.value():
             stack.enter_context(temporary_server())  # dies with this process, even on kill -9

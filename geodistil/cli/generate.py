@@ -329,9 +329,10 @@ class _TeacherColumn(ProgressColumn):
 def _run_with_progress(params: dict, total: int) -> tuple[dict, str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.generation import run_generation
+    from flows.generation import collect_less_often, run_generation
     from tasks.generation import add_listener, remove_listener
 
+    collect_less_often()  # this process runs one generation; the temporary server is still starting
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   _TeacherColumn(), TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("traces", total=total, status="")
